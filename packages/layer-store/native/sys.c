@@ -1,0 +1,276 @@
+// Small system calls Node does not expose: mknod, extended attributes on links, flock.
+// Each function throws an Error whose `code` is the errno name (ENOENT, EPERM, ...).
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+#include <node_api.h>
+
+#define PATH_MAX_LEN 4096
+#define NAME_MAX_LEN 256
+
+static const char *errno_name(int e) {
+  switch (e) {
+    case ENOENT: return "ENOENT";
+    case EEXIST: return "EEXIST";
+    case EPERM: return "EPERM";
+    case EACCES: return "EACCES";
+    case ENOTSUP: return "ENOTSUP";
+    case ENODATA: return "ENODATA";
+    case ERANGE: return "ERANGE";
+    case EINVAL: return "EINVAL";
+    case ENOTDIR: return "ENOTDIR";
+    case EISDIR: return "EISDIR";
+    case ENOSPC: return "ENOSPC";
+    case EWOULDBLOCK: return "EWOULDBLOCK";
+    case EBADF: return "EBADF";
+    case EROFS: return "EROFS";
+    case ELOOP: return "ELOOP";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case E2BIG: return "E2BIG";
+    case EDQUOT: return "EDQUOT";
+    case EINTR: return "EINTR";
+    default: return "EIO";
+  }
+}
+
+static napi_value throw_errno(napi_env env, int e, const char *syscall, const char *path) {
+  char msg[PATH_MAX_LEN + 128];
+  snprintf(msg, sizeof msg, "%s: %s, %s '%s'", errno_name(e), strerror(e), syscall, path ? path : "");
+  napi_value m, code, err, num;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+  napi_create_string_utf8(env, errno_name(e), NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, m, &err);
+  napi_create_int32(env, -e, &num);
+  napi_set_named_property(env, err, "errno", num);
+  napi_value sc;
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sc);
+  napi_set_named_property(env, err, "syscall", sc);
+  napi_throw(env, err);
+  return NULL;
+}
+
+static int get_string(napi_env env, napi_value v, char *buf, size_t cap) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, buf, cap, &len) != napi_ok) return -1;
+  if (len >= cap - 1) return -1;
+  return 0;
+}
+
+#define ARGS(n)                                                        \
+  size_t argc = n;                                                     \
+  napi_value argv[n];                                                  \
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);                \
+  if (argc < n) {                                                      \
+    napi_throw_type_error(env, NULL, "not enough arguments");          \
+    return NULL;                                                       \
+  }
+
+#define PATH_ARG(i, var)                                               \
+  char var[PATH_MAX_LEN];                                              \
+  if (get_string(env, argv[i], var, sizeof var) != 0) {                \
+    napi_throw_type_error(env, NULL, "path must be a string < 4096");  \
+    return NULL;                                                       \
+  }
+
+#define NAME_ARG(i, var)                                               \
+  char var[NAME_MAX_LEN];                                              \
+  if (get_string(env, argv[i], var, sizeof var) != 0) {                \
+    napi_throw_type_error(env, NULL, "name must be a string < 256");   \
+    return NULL;                                                       \
+  }
+
+// mknod(path, mode, major, minor)
+static napi_value js_mknod(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  PATH_ARG(0, path);
+  uint32_t mode, major, minor;
+  napi_get_value_uint32(env, argv[1], &mode);
+  napi_get_value_uint32(env, argv[2], &major);
+  napi_get_value_uint32(env, argv[3], &minor);
+  if (mknod(path, (mode_t)mode, makedev(major, minor)) != 0) return throw_errno(env, errno, "mknod", path);
+  return NULL;
+}
+
+// lsetxattr(path, name, value: Buffer)
+static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  PATH_ARG(0, path);
+  NAME_ARG(1, name);
+  void *data = NULL;
+  size_t len = 0;
+  if (napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "value must be a Buffer");
+    return NULL;
+  }
+  if (lsetxattr(path, name, data, len, 0) != 0) return throw_errno(env, errno, "lsetxattr", path);
+  return NULL;
+}
+
+// lgetxattr(path, name) -> Buffer | null when absent
+static napi_value js_lgetxattr(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  PATH_ARG(0, path);
+  NAME_ARG(1, name);
+  for (int attempt = 0; attempt < 4; attempt++) {
+    ssize_t n = lgetxattr(path, name, NULL, 0);
+    if (n < 0) {
+      if (errno == ENODATA || errno == ENOTSUP) {
+        napi_value nul;
+        napi_get_null(env, &nul);
+        return nul;
+      }
+      return throw_errno(env, errno, "lgetxattr", path);
+    }
+    void *buf;
+    napi_value out;
+    napi_create_buffer(env, (size_t)n, &buf, &out);
+    ssize_t m = n == 0 ? 0 : lgetxattr(path, name, buf, (size_t)n);
+    if (m < 0) {
+      if (errno == ERANGE) continue;
+      return throw_errno(env, errno, "lgetxattr", path);
+    }
+    if (m == n) return out;
+    napi_value slice;
+    napi_create_buffer_copy(env, (size_t)m, buf, NULL, &slice);
+    return slice;
+  }
+  return throw_errno(env, ERANGE, "lgetxattr", path);
+}
+
+// llistxattr(path) -> string[]
+static napi_value js_llistxattr(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  PATH_ARG(0, path);
+  for (int attempt = 0; attempt < 4; attempt++) {
+    ssize_t n = llistxattr(path, NULL, 0);
+    if (n < 0) {
+      if (errno == ENOTSUP) {
+        napi_value arr;
+        napi_create_array(env, &arr);
+        return arr;
+      }
+      return throw_errno(env, errno, "llistxattr", path);
+    }
+    char *buf = malloc((size_t)n + 1);
+    if (!buf) return throw_errno(env, ENOMEM, "llistxattr", path);
+    ssize_t m = n == 0 ? 0 : llistxattr(path, buf, (size_t)n);
+    if (m < 0) {
+      int e = errno;
+      free(buf);
+      if (e == ERANGE) continue;
+      return throw_errno(env, e, "llistxattr", path);
+    }
+    napi_value arr;
+    napi_create_array(env, &arr);
+    uint32_t idx = 0;
+    for (ssize_t off = 0; off < m;) {
+      size_t l = strnlen(buf + off, (size_t)(m - off));
+      if (l > 0) {
+        napi_value s;
+        napi_create_string_utf8(env, buf + off, l, &s);
+        napi_set_element(env, arr, idx++, s);
+      }
+      off += (ssize_t)l + 1;
+    }
+    free(buf);
+    return arr;
+  }
+  return throw_errno(env, ERANGE, "llistxattr", path);
+}
+
+// lremovexattr(path, name)
+static napi_value js_lremovexattr(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  PATH_ARG(0, path);
+  NAME_ARG(1, name);
+  if (lremovexattr(path, name) != 0 && errno != ENODATA) return throw_errno(env, errno, "lremovexattr", path);
+  return NULL;
+}
+
+// flock(fd, exclusive: boolean, wait: boolean) -> boolean (false when non-blocking and held elsewhere)
+static napi_value js_flock(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  int32_t fd;
+  bool exclusive, wait;
+  napi_get_value_int32(env, argv[0], &fd);
+  napi_get_value_bool(env, argv[1], &exclusive);
+  napi_get_value_bool(env, argv[2], &wait);
+  int op = exclusive ? LOCK_EX : LOCK_SH;
+  if (!wait) op |= LOCK_NB;
+  int r;
+  do { r = flock(fd, op); } while (r != 0 && errno == EINTR);
+  napi_value out;
+  if (r != 0) {
+    if (errno == EWOULDBLOCK) {
+      napi_get_boolean(env, false, &out);
+      return out;
+    }
+    return throw_errno(env, errno, "flock", NULL);
+  }
+  napi_get_boolean(env, true, &out);
+  return out;
+}
+
+// funlock(fd)
+static napi_value js_funlock(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  int32_t fd;
+  napi_get_value_int32(env, argv[0], &fd);
+  if (flock(fd, LOCK_UN) != 0) return throw_errno(env, errno, "flock", NULL);
+  return NULL;
+}
+
+// syncfs-free directory fsync helper: fsyncdir(path)
+static napi_value js_fsyncdir(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  PATH_ARG(0, path);
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, errno, "open", path);
+  int r = fsync(fd);
+  int e = errno;
+  close(fd);
+  if (r != 0) return throw_errno(env, e, "fsync", path);
+  return NULL;
+}
+
+// devnums(rdev) -> [major, minor]
+static napi_value js_devnums(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  double rdev;
+  napi_get_value_double(env, argv[0], &rdev);
+  dev_t d = (dev_t)rdev;
+  napi_value arr, a, b;
+  napi_create_array_with_length(env, 2, &arr);
+  napi_create_uint32(env, major(d), &a);
+  napi_create_uint32(env, minor(d), &b);
+  napi_set_element(env, arr, 0, a);
+  napi_set_element(env, arr, 1, b);
+  return arr;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"lsetxattr", NULL, js_lsetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"llistxattr", NULL, js_llistxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"lremovexattr", NULL, js_lremovexattr, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"flock", NULL, js_flock, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"funlock", NULL, js_funlock, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"fsyncdir", NULL, js_fsyncdir, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"devnums", NULL, js_devnums, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

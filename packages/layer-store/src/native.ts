@@ -1,0 +1,36 @@
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+/** System calls Node lacks, from the package's own small N-API addon (native/sys.c). */
+export interface NativeSys {
+  mknod(path: string, mode: number, major: number, minor: number): void;
+  lsetxattr(path: string, name: string, value: Buffer): void;
+  /** null when the attribute is absent or the filesystem has none. */
+  lgetxattr(path: string, name: string): Buffer | null;
+  llistxattr(path: string): string[];
+  lremovexattr(path: string, name: string): void;
+  /** Returns false when `wait` is false and another holder has the lock. */
+  flock(fd: number, exclusive: boolean, wait: boolean): boolean;
+  funlock(fd: number): void;
+  fsyncdir(path: string): void;
+  devnums(rdev: number): [number, number];
+}
+
+let cached: NativeSys | undefined;
+
+/** Load the addon: beside a bundle (`sys.node`), or from the package's build/ folder. */
+export function sys(): NativeSys {
+  if (cached) return cached;
+  const candidates = [
+    process.env.MYBUILD_NATIVE,
+    fileURLToPath(new URL('./sys.node', import.meta.url)),
+    fileURLToPath(new URL('../build/sys.node', import.meta.url)),
+  ].filter((p): p is string => typeof p === 'string' && p.length > 0);
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) {
+    throw new Error(`mybuild native addon not found (looked in ${candidates.join(', ')}); run the build (make build)`);
+  }
+  cached = createRequire(import.meta.url)(found) as NativeSys;
+  return cached;
+}

@@ -1,0 +1,22 @@
+import { defineConfig } from 'vitest/config';
+import { fileURLToPath } from 'node:url';
+
+const pkg = (name: string) => fileURLToPath(new URL(`./packages/${name}/src/index.ts`, import.meta.url));
+
+export default defineConfig({
+  resolve: {
+    alias: {
+      '@mybuild/oci': pkg('oci'),
+      '@mybuild/layer-store': pkg('layer-store'),
+      '@mybuild/registry-client': pkg('registry-client'),
+      '@mybuild/builder': pkg('builder'),
+    },
+  },
+  test: {
+    include: ['packages/*/test/**/*.test.ts', 'fixtures/test/**/*.test.ts'],
+    pool: 'forks',
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    globalSetup: [],
+  },
+});
