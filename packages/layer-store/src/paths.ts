@@ -1,0 +1,65 @@
+import { mkdir, writeFile, rename, open } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { StorePaths } from './api.js';
+import { sys } from './native.js';
+
+/** Default store root: `/var/lib/mybuild` for root, `$XDG_DATA_HOME/mybuild` otherwise; `MYBUILD_ROOT` wins. */
+export function defaultRoot(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.MYBUILD_ROOT) return env.MYBUILD_ROOT;
+  if (process.getuid?.() === 0) return '/var/lib/mybuild';
+  return join(env.XDG_DATA_HOME || join(homedir(), '.local', 'share'), 'mybuild');
+}
+
+export function storePaths(root: string): StorePaths {
+  return {
+    root,
+    blobs: join(root, 'blobs', 'sha256'),
+    ingest: join(root, 'ingest'),
+    snapshots: join(root, 'snapshots'),
+    cache: join(root, 'cache'),
+    locks: join(root, 'locks'),
+    tmp: join(root, 'tmp'),
+  };
+}
+
+/** Create the layout's directories and files (idempotent, race-free between processes). */
+export async function initLayout(paths: StorePaths): Promise<void> {
+  for (const d of [paths.blobs, paths.ingest, paths.snapshots, paths.cache, paths.locks, paths.tmp]) {
+    await mkdir(d, { recursive: true, mode: 0o755 });
+  }
+  await createIfMissing(join(paths.root, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  await createIfMissing(join(paths.root, 'index.json'), '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}');
+}
+
+async function createIfMissing(path: string, content: string): Promise<void> {
+  if (existsSync(path)) return;
+  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  await writeFile(tmp, content, { mode: 0o644 });
+  // link() fails with EEXIST if another process created it meanwhile; rename would overwrite a newer file.
+  const { link, unlink } = await import('node:fs/promises');
+  try {
+    await link(tmp, path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  } finally {
+    await unlink(tmp).catch(() => {});
+  }
+}
+
+/** Write a file atomically: temp file in the same directory, fsync, rename, fsync the directory. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  const dir = path.slice(0, path.lastIndexOf('/')) || '/';
+  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  const fh = await open(tmp, 'wx', mode);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  sys().fsyncdir(dir);
+}
