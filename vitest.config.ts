@@ -10,6 +10,8 @@ export default defineConfig({
       '@mybuild/layer-store': pkg('layer-store'),
       '@mybuild/registry-client': pkg('registry-client'),
       '@mybuild/builder': pkg('builder'),
+      // test fixtures (fixtures/src): import '@mybuild/fixtures/images.mjs'
+      '@mybuild/fixtures': fileURLToPath(new URL('./fixtures/src', import.meta.url)),
     },
   },
   test: {

@@ -1,0 +1,543 @@
+import { createHash, type Hash } from 'node:crypto';
+import { mkdir, open, opendir, readFile, rename, rm, stat, unlink, writeFile, lstat, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  type Digest,
+  MyBuildError,
+  VerifyingStream,
+  digestAlgorithm,
+  digestHex,
+  errnoCode,
+  isDigest,
+  sha256Of,
+} from '@mybuild/oci';
+import type { BlobInfo, ContentStore, ContentWriter, IngestStatus, StorePaths } from '../api.js';
+import { acquireLock, type Lock } from '../lock.js';
+import { sys } from '../native.js';
+
+const CHUNK = 1 << 20;
+const HEX = { sha256: /^[a-f0-9]{64}$/, sha512: /^[a-f0-9]{128}$/ } as const;
+const ALGORITHMS = ['sha256', 'sha512'] as const;
+type Algorithm = (typeof ALGORITHMS)[number];
+
+export interface ContentStoreOptions {
+  /** How long `writer()` waits for another process's ingest of the same ref (default: lock.ts default, 10 min). */
+  lockTimeoutMs?: number;
+}
+
+export interface WriterOptions {
+  /** Digest the blob must have; also picks the hash algorithm (sha256 by default). */
+  expected?: Digest;
+  /** Size the blob must have; a longer leftover ingest is restarted. */
+  size?: number;
+  /** Fail with LOCKED at once when another writer holds the ingest. */
+  noWait?: boolean;
+}
+
+/** Directory name of the ingest for `ref`: sha256(ref) in hex, so any string is a safe ref. */
+export function ingestId(ref: string): string {
+  return sha256Of(ref).slice('sha256:'.length);
+}
+
+/** Lock name (lock.ts) that guards ingest `id`. */
+export function ingestLockName(id: string): string {
+  return `ingest-${id}`;
+}
+
+function notFound(digest: Digest): MyBuildError {
+  return new MyBuildError('NOT_FOUND', 'blob not found in the content store', {
+    where: digest,
+    hint: 'pull or load the image again',
+  });
+}
+
+/**
+ * Content-addressed blobs under `blobs/<alg>/<hex>`, written through `ingest/<id>/`
+ * (`data`, `ref`, `startedat`), checked, fsynced and renamed: nothing under blobs/ is
+ * ever partial or unverified.
+ */
+export class LocalContentStore implements ContentStore {
+  readonly paths: StorePaths;
+  readonly #opts: ContentStoreOptions;
+
+  constructor(paths: StorePaths, opts: ContentStoreOptions = {}) {
+    this.paths = paths;
+    this.#opts = opts;
+  }
+
+  path(digest: Digest): string {
+    return join(this.paths.root, 'blobs', digestAlgorithm(digest), digestHex(digest));
+  }
+
+  async info(digest: Digest): Promise<BlobInfo> {
+    try {
+      const st = await stat(this.path(digest));
+      return { digest, size: st.size };
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') throw notFound(digest);
+      throw err;
+    }
+  }
+
+  async has(digest: Digest): Promise<boolean> {
+    try {
+      await stat(this.path(digest));
+      return true;
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  async #open(digest: Digest): Promise<FileHandle> {
+    try {
+      return await open(this.path(digest), 'r');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') throw notFound(digest);
+      throw err;
+    }
+  }
+
+  /**
+   * Stream a blob from `start`. With `verify`, the whole blob is hashed (the bytes before
+   * `start` too) and the stream fails with DIGEST_MISMATCH at its end when the file was altered.
+   */
+  async read(digest: Digest, opts: { verify?: boolean; start?: number } = {}): Promise<Readable> {
+    const start = opts.start ?? 0;
+    if (!Number.isSafeInteger(start) || start < 0) {
+      throw new MyBuildError('INVALID_ARGUMENT', `bad read offset ${start}`, { where: digest });
+    }
+    const fh = await this.#open(digest);
+    let size: number;
+    try {
+      size = (await fh.stat()).size;
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+    if (start > size) {
+      await fh.close();
+      throw new MyBuildError('INVALID_ARGUMENT', `read offset ${start} is past the blob's end (${size} bytes)`, { where: digest });
+    }
+    if (!opts.verify) return fh.createReadStream({ start, highWaterMark: CHUNK });
+    const file = fh.createReadStream({ start: 0, highWaterMark: CHUNK });
+    const verifier = new VerifyingStream({ digest, size, what: `blob ${digest}` });
+    // pipeline destroys every stream with the first error, so the consumer of the last one sees it.
+    if (start === 0) {
+      pipeline(file, verifier).catch(() => {});
+      return verifier;
+    }
+    const skip = new SkipBytes(start);
+    pipeline(file, verifier, skip).catch(() => {});
+    return skip;
+  }
+
+  async readBytes(digest: Digest, maxSize: number): Promise<Buffer> {
+    const fh = await this.#open(digest);
+    try {
+      const size = (await fh.stat()).size;
+      if (size > maxSize) {
+        throw new MyBuildError('SIZE_EXCEEDED', `blob has ${size} bytes, more than the ${maxSize} allowed for it`, {
+          where: digest,
+          hint: 'manifests and configs are small; this blob is not one',
+        });
+      }
+      const data = await fh.readFile();
+      const actual = `${digestAlgorithm(digest)}:${createHash(digestAlgorithm(digest)).update(data).digest('hex')}`;
+      if (actual !== digest) {
+        throw new MyBuildError('DIGEST_MISMATCH', `blob on disk has digest ${actual}`, {
+          where: digest,
+          hint: 'the store is damaged; remove the image and pull it again',
+        });
+      }
+      return data;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  writer(ref: string, opts: WriterOptions = {}): Promise<LocalContentWriter> {
+    return LocalContentWriter.open(this, ref, opts, this.#opts.lockTimeoutMs);
+  }
+
+  async put(data: Readable, expected: { digest?: Digest; size?: number } = {}): Promise<BlobInfo> {
+    if (expected.digest !== undefined && (await this.has(expected.digest))) {
+      data.destroy();
+      return this.info(expected.digest);
+    }
+    const w =
+      expected.digest !== undefined
+        ? await this.writer(`put-${expected.digest}`, { expected: expected.digest, ...(expected.size === undefined ? {} : { size: expected.size }) })
+        : await this.#anonymousWriter(expected.size);
+    try {
+      // Another process may have committed the blob while this one waited for the ingest lock.
+      if (expected.digest !== undefined && (await this.has(expected.digest))) {
+        data.destroy();
+        await w.abort();
+        return this.info(expected.digest);
+      }
+      if (w.offset > 0) await w.reset(); // `data` starts at byte 0
+      await pipeline(data, w.stream());
+      return await w.commit();
+    } catch (err) {
+      if (!data.destroyed) data.destroy();
+      await w.abort();
+      throw err;
+    }
+  }
+
+  /** Puts without a known digest share a small pool of ingest slots, taken without waiting. */
+  async #anonymousWriter(size: number | undefined): Promise<LocalContentWriter> {
+    for (let slot = 0; ; slot++) {
+      try {
+        return await this.writer(`put-anonymous-${slot}`, { noWait: true, ...(size === undefined ? {} : { size }) });
+      } catch (err) {
+        if (!(err instanceof MyBuildError && err.code === 'LOCKED') || slot >= 4096) throw err;
+      }
+    }
+  }
+
+  async putBytes(data: Uint8Array, expected?: Digest): Promise<BlobInfo> {
+    const algorithm = expected === undefined ? 'sha256' : digestAlgorithm(expected);
+    const digest = `${algorithm}:${createHash(algorithm).update(data).digest('hex')}` as Digest;
+    if (expected !== undefined && digest !== expected) {
+      throw new MyBuildError('DIGEST_MISMATCH', `data has digest ${digest}`, { where: expected });
+    }
+    return this.put(Readable.from([Buffer.from(data.buffer, data.byteOffset, data.byteLength)], { objectMode: false }), { digest, size: data.byteLength });
+  }
+
+  async delete(digest: Digest): Promise<void> {
+    try {
+      await unlink(this.path(digest));
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') throw notFound(digest);
+      throw err;
+    }
+  }
+
+  /** Every committed blob; names that are not a digest's hex (temp files, junk) are skipped. */
+  async *list(): AsyncIterable<BlobInfo> {
+    for (const algorithm of ALGORITHMS) {
+      const dir = join(this.paths.root, 'blobs', algorithm);
+      let handle;
+      try {
+        handle = await opendir(dir, { bufferSize: 256 });
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') continue;
+        throw err;
+      }
+      for await (const entry of handle) {
+        if (!entry.isFile() || !HEX[algorithm].test(entry.name)) continue;
+        try {
+          const st = await lstat(join(dir, entry.name));
+          yield { digest: `${algorithm}:${entry.name}` as Digest, size: st.size };
+        } catch (err) {
+          if (errnoCode(err) !== 'ENOENT') throw err; // deleted meanwhile
+        }
+      }
+    }
+  }
+
+  async ingests(): Promise<IngestStatus[]> {
+    const out: IngestStatus[] = [];
+    for (const id of await listIngestIds(this.paths)) {
+      const status = await readIngestStatus(this.paths, id);
+      if (status) out.push(status);
+    }
+    return out;
+  }
+}
+
+/** Directory names under ingest/ that look like ingest ids. */
+export async function listIngestIds(paths: StorePaths): Promise<string[]> {
+  const out: string[] = [];
+  const dir = await opendir(paths.ingest);
+  for await (const entry of dir) {
+    if (entry.isDirectory() && HEX.sha256.test(entry.name)) out.push(entry.name);
+  }
+  return out;
+}
+
+/** Status of one ingest, or undefined when it vanished or is incomplete. */
+export async function readIngestStatus(paths: StorePaths, id: string): Promise<IngestStatus | undefined> {
+  const dir = join(paths.ingest, id);
+  try {
+    const [ref, started, data] = await Promise.all([
+      readFile(join(dir, 'ref'), 'utf8'),
+      readFile(join(dir, 'startedat'), 'utf8').catch(() => ''),
+      stat(join(dir, 'data')).catch(() => undefined),
+    ]);
+    const dirStat = data ?? (await stat(dir));
+    const startedAt = new Date(started.trim());
+    return {
+      ref,
+      offset: data?.size ?? 0,
+      startedAt: Number.isNaN(startedAt.getTime()) ? dirStat.birthtime : startedAt,
+      updatedAt: dirStat.mtime,
+    };
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** A ContentWriter on `ingest/<id>/data`, holding the ingest's lock until commit, abort or close. */
+export class LocalContentWriter implements ContentWriter {
+  readonly ref: string;
+  readonly #store: LocalContentStore;
+  readonly #dir: string;
+  readonly #opts: WriterOptions;
+  readonly #algorithm: Algorithm;
+  #lock: Lock | undefined;
+  #fh: FileHandle | undefined;
+  #hash: Hash;
+  #offset = 0;
+  #stream: IngestStream | undefined;
+
+  private constructor(store: LocalContentStore, ref: string, opts: WriterOptions, lock: Lock) {
+    this.ref = ref;
+    this.#store = store;
+    this.#dir = join(store.paths.ingest, ingestId(ref));
+    this.#opts = opts;
+    this.#algorithm = opts.expected === undefined ? 'sha256' : digestAlgorithm(opts.expected);
+    this.#hash = createHash(this.#algorithm);
+    this.#lock = lock;
+  }
+
+  /** Take the ingest's lock, then create or resume its data file (re-hashing what is there). */
+  static async open(store: LocalContentStore, ref: string, opts: WriterOptions, lockTimeoutMs?: number): Promise<LocalContentWriter> {
+    if (opts.expected !== undefined && !isDigest(opts.expected)) {
+      throw new MyBuildError('INVALID_ARGUMENT', 'expected digest is not a digest', { where: ref });
+    }
+    if (opts.size !== undefined && (!Number.isSafeInteger(opts.size) || opts.size < 0)) {
+      throw new MyBuildError('INVALID_ARGUMENT', `expected size ${opts.size} is not a size`, { where: ref });
+    }
+    const lock = await acquireLock(store.paths.locks, ingestLockName(ingestId(ref)), {
+      ...(opts.noWait ? { noWait: true } : {}),
+      ...(lockTimeoutMs === undefined ? {} : { timeoutMs: lockTimeoutMs }),
+    });
+    const w = new LocalContentWriter(store, ref, opts, lock);
+    try {
+      await w.#init();
+    } catch (err) {
+      await w.#release();
+      throw err;
+    }
+    return w;
+  }
+
+  async #init(): Promise<void> {
+    await mkdir(this.#dir, { recursive: true, mode: 0o700 });
+    const refFile = join(this.#dir, 'ref');
+    let known: string | undefined;
+    try {
+      known = await readFile(refFile, 'utf8');
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    }
+    const dataPath = join(this.#dir, 'data');
+    if (known !== this.ref) {
+      // A fresh ingest, or one whose metadata was never completed: start over.
+      await rm(dataPath, { force: true });
+      await writeFile(refFile, this.ref);
+      await writeFile(join(this.#dir, 'startedat'), new Date().toISOString());
+    }
+    this.#fh = await open(dataPath, 'a+', 0o600);
+    const size = (await this.#fh.stat()).size;
+    if (this.#opts.size !== undefined && size > this.#opts.size) {
+      await this.reset();
+      return;
+    }
+    await this.#rehash(size);
+  }
+
+  /** Restore the hash state from the bytes already written. */
+  async #rehash(size: number): Promise<void> {
+    const fh = this.#fh!;
+    const buf = Buffer.allocUnsafe(Math.min(CHUNK * 4, Math.max(size, 1)));
+    let pos = 0;
+    while (pos < size) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - pos), pos);
+      if (bytesRead === 0) break;
+      this.#hash.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+    this.#offset = pos;
+    if (pos !== size) await fh.truncate(pos);
+  }
+
+  get offset(): number {
+    return this.#offset;
+  }
+
+  #check(what: string): FileHandle {
+    if (!this.#fh) throw new MyBuildError('FAILED_PRECONDITION', `${what} on a closed content writer`, { where: this.ref });
+    return this.#fh;
+  }
+
+  /** Discard what the ingest holds and start at byte 0. */
+  async reset(): Promise<void> {
+    const fh = this.#check('reset');
+    if (this.#stream) throw new MyBuildError('FAILED_PRECONDITION', 'reset after writing started', { where: this.ref });
+    await fh.truncate(0);
+    this.#hash = createHash(this.#algorithm);
+    this.#offset = 0;
+  }
+
+  stream(): Writable {
+    const fh = this.#check('stream');
+    if (this.#stream) throw new MyBuildError('FAILED_PRECONDITION', 'stream() called twice on one content writer', { where: this.ref });
+    this.#stream = new IngestStream(fh, this.#hash);
+    return this.#stream;
+  }
+
+  async commit(expected: { size?: number; digest?: Digest } = {}): Promise<BlobInfo> {
+    const fh = this.#check('commit');
+    const s = this.#stream;
+    if (s && (s.errored || !s.writableFinished)) {
+      throw new MyBuildError('FAILED_PRECONDITION', s.errored ? 'commit after a failed write' : 'commit before the stream finished', {
+        where: this.ref,
+        hint: 'await the end of the write (stream/promises.pipeline) before commit',
+      });
+    }
+    const wantSize = expected.size ?? this.#opts.size;
+    const wantDigest = expected.digest ?? this.#opts.expected;
+    if (wantDigest !== undefined && digestAlgorithm(wantDigest) !== this.#algorithm) {
+      throw new MyBuildError('INVALID_ARGUMENT', `expected ${wantDigest} but the writer hashes with ${this.#algorithm}`, { where: this.ref });
+    }
+    await fh.sync();
+    const size = (await fh.stat()).size;
+    if (size !== this.#offset + (s?.bytes ?? 0)) {
+      throw new MyBuildError('INTERNAL', `ingest has ${size} bytes, the writer wrote ${this.#offset + (s?.bytes ?? 0)}`, { where: this.ref });
+    }
+    if (wantSize !== undefined && size < wantSize) {
+      // Incomplete: keep the ingest so a later writer on the same ref resumes.
+      await this.close();
+      throw new MyBuildError('FAILED_PRECONDITION', `blob is incomplete: ${size} of ${wantSize} bytes written`, {
+        where: this.ref,
+        hint: 'write the rest, then commit',
+      });
+    }
+    if (wantSize !== undefined && size > wantSize) {
+      await this.abort();
+      throw new MyBuildError('SIZE_EXCEEDED', `blob has ${size} bytes, expected ${wantSize}`, { where: this.ref });
+    }
+    const digest = `${this.#algorithm}:${this.#hash.digest('hex')}` as Digest;
+    if (wantDigest !== undefined && digest !== wantDigest) {
+      await this.abort();
+      throw new MyBuildError('DIGEST_MISMATCH', `blob has digest ${digest}, expected ${wantDigest}`, {
+        where: this.ref,
+        hint: 'the source sent different content than its descriptor names',
+      });
+    }
+    await fh.chmod(0o444);
+    await fh.close();
+    this.#fh = undefined;
+    const target = this.#store.path(digest);
+    const blobDir = target.slice(0, target.lastIndexOf('/'));
+    try {
+      if (!(await this.#store.has(digest))) {
+        await mkdir(blobDir, { recursive: true, mode: 0o755 });
+        await rename(join(this.#dir, 'data'), target);
+        sys().fsyncdir(blobDir);
+      }
+    } finally {
+      await rm(this.#dir, { recursive: true, force: true });
+      await this.#release();
+    }
+    return { digest, size };
+  }
+
+  /** Drop the ingest and release its lock. */
+  async abort(): Promise<void> {
+    if (!this.#lock) return;
+    this.#stream?.destroy();
+    await this.#fh?.close().catch(() => {});
+    this.#fh = undefined;
+    try {
+      await rm(this.#dir, { recursive: true, force: true });
+    } finally {
+      await this.#release();
+    }
+  }
+
+  /** Release the writer but keep the ingest, so a later `writer(ref)` resumes it. */
+  async close(): Promise<void> {
+    if (!this.#lock) return;
+    this.#stream?.destroy();
+    await this.#fh?.close().catch(() => {});
+    this.#fh = undefined;
+    await this.#release();
+  }
+
+  async #release(): Promise<void> {
+    const lock = this.#lock;
+    this.#lock = undefined;
+    await this.#fh?.close().catch(() => {});
+    this.#fh = undefined;
+    await lock?.release();
+  }
+}
+
+/** Appends to the ingest file and feeds the hash; large writes go out as one writev. */
+class IngestStream extends Writable {
+  bytes = 0;
+  readonly #fh: FileHandle;
+  readonly #hash: Hash;
+
+  constructor(fh: FileHandle, hash: Hash) {
+    super({ highWaterMark: CHUNK });
+    this.#fh = fh;
+    this.#hash = hash;
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.#append([chunk]).then(() => cb(), cb);
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
+    this.#append(chunks.map((c) => c.chunk)).then(() => cb(), cb);
+  }
+
+  async #append(bufs: Buffer[]): Promise<void> {
+    for (const b of bufs) this.#hash.update(b);
+    let pending = bufs.filter((b) => b.length > 0);
+    while (pending.length > 0) {
+      // The file is opened O_APPEND: every write goes to its end.
+      const { bytesWritten } = await this.#fh.writev(pending);
+      this.bytes += bytesWritten;
+      let n = bytesWritten;
+      while (n > 0 && pending.length > 0) {
+        const head = pending[0]!;
+        if (n >= head.length) {
+          n -= head.length;
+          pending.shift();
+        } else {
+          pending[0] = head.subarray(n);
+          n = 0;
+        }
+      }
+    }
+  }
+}
+
+/** Drops the first `n` bytes. */
+class SkipBytes extends Transform {
+  #left: number;
+  constructor(n: number) {
+    super();
+    this.#left = n;
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    if (this.#left >= chunk.length) {
+      this.#left -= chunk.length;
+      cb();
+      return;
+    }
+    const out = chunk.subarray(this.#left);
+    this.#left = 0;
+    cb(null, out);
+  }
+}

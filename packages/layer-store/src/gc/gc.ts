@@ -1,0 +1,189 @@
+import { readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Digest, MyBuildError, digestHex } from '@mybuild/oci';
+import type { ContentStore, SnapshotKind, StorePaths } from '../api.js';
+import { chainIds } from '../chain.js';
+import { ingestLockName, listIngestIds, readIngestStatus } from '../content/ContentStore.js';
+import { INDEX_LOCK, readIndexFile } from '../image/indexFile.js';
+import { acquireLock, withLock, type LockOptions } from '../lock.js';
+import { sys } from '../native.js';
+import { treeUsage } from './diskUsage.js';
+import { Marker, type Root } from './mark.js';
+
+/** Lock between prune (exclusive) and imports (shared): blobs committed for an import are not swept before it tags them. */
+export const GC_LOCK = 'gc';
+
+/** What prune needs of a snapshotter; the store's Snapshotter fits. */
+export interface SnapshotLister {
+  list(): Promise<{ name: string; kind?: SnapshotKind; parent?: string | undefined }[]>;
+  remove(name: string): Promise<void>;
+  /** the snapshot's directory, to count the bytes freed */
+  dir?(name: string): string;
+}
+
+/** The parts of a store prune and du work on. */
+export interface GcStore {
+  paths: StorePaths;
+  content: ContentStore;
+}
+
+export interface PruneOptions {
+  /** Remove ingests untouched for at least this long (default 0: every ingest no live process holds). */
+  ingestMaxAgeMs?: number;
+  /** More roots besides index.json (the build cache's layers, configs, manifests). */
+  extraRoots?: () => Promise<Digest[]>;
+  /** Remove committed snapshots no reachable image's chain IDs need. */
+  snapshots?: SnapshotLister;
+  /** How long to wait for running imports (the `gc` lock) and the `index` lock; default 10 minutes. */
+  lockTimeoutMs?: number;
+}
+
+export interface PruneResult {
+  blobsRemoved: number;
+  blobBytesFreed: number;
+  blobsKept: number;
+  ingestsRemoved: number;
+  ingestBytesFreed: number;
+  snapshotsRemoved: number;
+  snapshotBytesFreed: number;
+  /** all of the above bytes */
+  bytesFreed: number;
+}
+
+/**
+ * Hold the `gc` lock shared while `fn` runs: an import (load, pull, build) that commits
+ * blobs first and tags them last wraps both in a lease, so a concurrent prune cannot sweep
+ * the blobs in between. Leases do not exclude each other.
+ */
+export function withImportLease<T>(paths: StorePaths, fn: () => Promise<T>, opts: Pick<LockOptions, 'timeoutMs'> = {}): Promise<T> {
+  return withLock(paths.locks, GC_LOCK, fn, { ...opts, shared: true });
+}
+
+/**
+ * Mark and sweep. Roots: every index.json entry (tagged or not) and `extraRoots`; marking
+ * follows indexes → manifests → config and layers. Runs under the `gc` lock (exclusive:
+ * waits for imports holding leases) and the `index` lock (no tag can point at a blob
+ * while it is being deleted). Also removes ingests no live process holds and committed
+ * snapshots whose chain IDs no reachable image has (active ones and their parents stay).
+ */
+export async function prune(store: GcStore, opts: PruneOptions = {}): Promise<PruneResult> {
+  const { paths, content } = store;
+  const lockOpts = opts.lockTimeoutMs === undefined ? {} : { timeoutMs: opts.lockTimeoutMs };
+  return withLock(paths.locks, GC_LOCK, () =>
+    withLock(paths.locks, INDEX_LOCK, async () => {
+      const result: PruneResult = {
+        blobsRemoved: 0,
+        blobBytesFreed: 0,
+        blobsKept: 0,
+        ingestsRemoved: 0,
+        ingestBytesFreed: 0,
+        snapshotsRemoved: 0,
+        snapshotBytesFreed: 0,
+        bytesFreed: 0,
+      };
+      const index = await readIndexFile(paths);
+      const roots: Root[] = index.manifests.map((d) => ({ digest: d.digest, mediaType: d.mediaType }));
+      for (const d of (await opts.extraRoots?.()) ?? []) roots.push({ digest: d });
+      const marker = new Marker(content, { strict: true });
+      const reachable = await marker.reach(roots);
+
+      for await (const blob of content.list()) {
+        if (reachable.has(blob.digest)) {
+          result.blobsKept++;
+          continue;
+        }
+        try {
+          await content.delete(blob.digest);
+          result.blobsRemoved++;
+          result.blobBytesFreed += blob.size;
+        } catch (err) {
+          if (!(err instanceof MyBuildError && err.code === 'NOT_FOUND')) throw err;
+        }
+      }
+      if (result.blobsRemoved > 0) sys().fsyncdir(paths.blobs);
+
+      await removeIndexTemps(paths);
+      await pruneIngests(paths, opts.ingestMaxAgeMs ?? 0, result);
+      if (opts.snapshots) {
+        const keep = new Set<string>();
+        for (const diffIds of await marker.diffIdStacks(reachable)) {
+          for (const id of chainIds(diffIds)) {
+            keep.add(id);
+            keep.add(digestHex(id));
+          }
+        }
+        await pruneSnapshots(opts.snapshots, keep, result);
+      }
+      result.bytesFreed = result.blobBytesFreed + result.ingestBytesFreed + result.snapshotBytesFreed;
+      return result;
+    }, lockOpts),
+  lockOpts);
+}
+
+/** Temp files of index.json writes that died before their rename (safe: we hold the index lock). */
+async function removeIndexTemps(paths: StorePaths): Promise<void> {
+  for (const name of await readdir(paths.root)) {
+    if (/^index\.json\.[a-f0-9]+\.tmp$/.test(name)) await rm(join(paths.root, name), { force: true });
+  }
+}
+
+async function pruneIngests(paths: StorePaths, maxAgeMs: number, result: PruneResult): Promise<void> {
+  const now = Date.now();
+  for (const id of await listIngestIds(paths)) {
+    let lock;
+    try {
+      lock = await acquireLock(paths.locks, ingestLockName(id), { noWait: true });
+    } catch (err) {
+      if (err instanceof MyBuildError && err.code === 'LOCKED') continue; // a live writer
+      throw err;
+    }
+    try {
+      const dir = join(paths.ingest, id);
+      if (maxAgeMs > 0) {
+        const status = await readIngestStatus(paths, id);
+        const updated = status?.updatedAt ?? (await stat(dir).catch(() => undefined))?.mtime;
+        if (updated && now - updated.getTime() < maxAgeMs) continue;
+      }
+      const usage = await treeUsage(dir);
+      await rm(dir, { recursive: true, force: true });
+      result.ingestsRemoved++;
+      result.ingestBytesFreed += usage.bytes;
+    } finally {
+      await lock.release();
+    }
+  }
+}
+
+async function pruneSnapshots(snapshots: SnapshotLister, keepChains: Set<string>, result: PruneResult): Promise<void> {
+  const all = await snapshots.list();
+  const byName = new Map(all.map((s) => [s.name, s]));
+  const keep = new Set<string>();
+  const keepWithParents = (name: string | undefined): void => {
+    for (let n = name, hops = 0; n !== undefined && !keep.has(n) && hops < 10_000; hops++) {
+      keep.add(n);
+      n = byName.get(n)?.parent;
+    }
+  };
+  for (const s of all) {
+    const committed = s.kind === undefined || s.kind === 'committed';
+    if (!committed || keepChains.has(s.name)) keepWithParents(s.name);
+  }
+  const depth = (name: string): number => {
+    let d = 0;
+    for (let n = byName.get(name)?.parent; n !== undefined && d < 10_000; n = byName.get(n)?.parent) d++;
+    return d;
+  };
+  // children before their parents
+  const doomed = all.filter((s) => !keep.has(s.name)).sort((a, b) => depth(b.name) - depth(a.name));
+  for (const s of doomed) {
+    const bytes = snapshots.dir ? (await treeUsage(snapshots.dir(s.name))).bytes : 0;
+    try {
+      await snapshots.remove(s.name);
+    } catch (err) {
+      if (err instanceof MyBuildError && (err.code === 'NOT_FOUND' || err.code === 'FAILED_PRECONDITION')) continue;
+      throw err;
+    }
+    result.snapshotsRemoved++;
+    result.snapshotBytesFreed += bytes;
+  }
+}

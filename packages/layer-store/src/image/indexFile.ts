@@ -1,0 +1,87 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  type Descriptor,
+  type ImageIndex,
+  MediaType,
+  MyBuildError,
+  REF_NAME_ANNOTATION,
+  errnoCode,
+  familiarReference,
+  parseReference,
+  withDefaultTag,
+} from '@mybuild/oci';
+import type { StorePaths } from '../api.js';
+import { withLock } from '../lock.js';
+import { writeFileAtomic } from '../paths.js';
+import { parseImageIndex } from './parse.js';
+
+/** Name of the lock (lock.ts) every index.json mutation holds, exclusively. */
+export const INDEX_LOCK = 'index';
+
+export function indexPath(paths: StorePaths): string {
+  return join(paths.root, 'index.json');
+}
+
+/**
+ * Read and check the store's index.json. Readers take no lock: writers replace the file
+ * by rename, so a reader sees the old or the new version, never a mix.
+ */
+export async function readIndexFile(paths: StorePaths): Promise<ImageIndex> {
+  const path = indexPath(paths);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') {
+      throw new MyBuildError('FAILED_PRECONDITION', 'store has no index.json', { where: path, hint: 'open the store with openStore() to create its layout' });
+    }
+    throw err;
+  }
+  return parseImageIndex(text, path);
+}
+
+/**
+ * Read-modify-write index.json under the exclusive `index` lock; `fn` changes the index in
+ * place (unknown fields are kept) and returns a value. The file is replaced atomically and
+ * only when `fn` returns without throwing.
+ */
+export async function mutateIndex<T>(paths: StorePaths, fn: (index: ImageIndex) => T | Promise<T>): Promise<T> {
+  return withLock(paths.locks, INDEX_LOCK, async () => {
+    const index = await readIndexFile(paths);
+    index.mediaType ??= MediaType.OciIndex;
+    const result = await fn(index);
+    await writeFileAtomic(indexPath(paths), JSON.stringify(index));
+    return result;
+  });
+}
+
+/**
+ * The form a tag is stored in: docker's familiar reference with the default tag
+ * (`alpine` → `alpine:latest`, `docker.io/team/app:1` → `team/app:1`,
+ * `localhost:5000/app` → `localhost:5000/app:latest`). A digest is refused.
+ */
+export function normalizeTagName(name: string): string {
+  const ref = withDefaultTag(parseReference(name));
+  if (ref.digest !== undefined) {
+    throw new MyBuildError('INVALID_ARGUMENT', `cannot use ${JSON.stringify(name.slice(0, 200))} as a tag: it names a digest`, {
+      hint: 'a tag looks like repository[:tag]',
+    });
+  }
+  return familiarReference(ref);
+}
+
+/** Normal form of a name found in index.json (other tools may write any string), or the raw string. */
+export function storedName(raw: string): string {
+  try {
+    return normalizeTagName(raw);
+  } catch {
+    return raw;
+  }
+}
+
+/** The tag of an index.json entry, or undefined for an untagged one. */
+export function entryName(d: Descriptor): string | undefined {
+  const n = d.annotations?.[REF_NAME_ANNOTATION];
+  return n === undefined || n === '' ? undefined : n;
+}

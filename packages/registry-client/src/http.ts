@@ -1,0 +1,181 @@
+/**
+ * One HTTP exchange over got: no redirects, no retries, no auth (the endpoint adds those).
+ * Bodies stream both ways; keep-alive agents are shared by every registry of a client.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import type { Readable } from 'node:stream';
+import got, { type Request as GotRequest } from 'got';
+import { MyBuildError } from '@mybuild/oci';
+
+export type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+export interface Timeouts {
+  /** TCP connect (and TLS handshake) limit; fast by default so a dead host fails quickly. */
+  connectMs: number;
+  /** From the end of the request body to the response headers. */
+  responseMs: number;
+  /** Longest silence on the socket while sending or receiving a body. */
+  idleMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: Timeouts = { connectMs: 5_000, responseMs: 60_000, idleMs: 60_000 };
+
+export interface TlsOptions {
+  ca?: string[];
+  cert?: string;
+  key?: string;
+  rejectUnauthorized: boolean;
+}
+
+export interface HttpRequest {
+  method: Method;
+  url: URL;
+  headers: Record<string, string>;
+  body?: Buffer | Readable;
+  tls?: TlsOptions;
+  timeouts?: Partial<Timeouts>;
+}
+
+export interface RawResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  url: URL;
+  /** The response body; consume it, or call {@link discard}. */
+  body: Readable;
+}
+
+export interface HttpOptions {
+  userAgent: string;
+  timeouts: Timeouts;
+  maxSockets: number;
+  debug?: (line: string) => void;
+}
+
+const NO_BODY = Buffer.alloc(0);
+
+export class Http {
+  readonly #opts: HttpOptions;
+  readonly #agents: { http: http.Agent; https: https.Agent };
+
+  constructor(opts: HttpOptions) {
+    this.#opts = opts;
+    const agentOpts = { keepAlive: true, maxSockets: opts.maxSockets, maxFreeSockets: opts.maxSockets, scheduling: 'lifo' as const };
+    this.#agents = { http: new http.Agent(agentOpts), https: new https.Agent(agentOpts) };
+  }
+
+  get userAgent(): string {
+    return this.#opts.userAgent;
+  }
+
+  get timeouts(): Timeouts {
+    return this.#opts.timeouts;
+  }
+
+  /** Send one request; resolves when the response headers arrive. */
+  send(req: HttpRequest): Promise<RawResponse> {
+    const t = { ...this.#opts.timeouts, ...req.timeouts };
+    const canHaveBody = req.method !== 'GET' && req.method !== 'HEAD';
+    const body = canHaveBody ? (req.body ?? NO_BODY) : undefined;
+    const headers: Record<string, string> = { 'user-agent': this.#opts.userAgent, ...req.headers };
+    if (Buffer.isBuffer(body)) headers['content-length'] = String(body.length);
+    let stream: GotRequest;
+    try {
+      stream = got.stream(req.url, {
+        method: req.method,
+        headers,
+        ...(body === undefined ? {} : { body }),
+        followRedirect: false,
+        throwHttpErrors: false,
+        decompress: false,
+        retry: { limit: 0 },
+        http2: false,
+        agent: this.#agents,
+        timeout: { lookup: t.connectMs, connect: t.connectMs, secureConnect: t.connectMs, socket: t.idleMs, response: t.responseMs },
+        https: {
+          rejectUnauthorized: req.tls?.rejectUnauthorized ?? true,
+          ...(req.tls?.ca ? { certificateAuthority: req.tls.ca } : {}),
+          ...(req.tls?.cert ? { certificate: req.tls.cert } : {}),
+          ...(req.tls?.key ? { key: req.tls.key } : {}),
+        },
+      });
+    } catch (err) {
+      if (body && !Buffer.isBuffer(body)) body.destroy();
+      return Promise.reject(err instanceof Error ? err : new MyBuildError('INTERNAL', String(err)));
+    }
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => {
+        if (body && !Buffer.isBuffer(body)) body.destroy();
+        reject(err);
+      };
+      stream.once('error', onError);
+      stream.once('response', (res: http.IncomingMessage) => {
+        stream.off('error', onError);
+        // Errors after this point surface on the body stream; keep one listener so an
+        // unread, discarded body cannot crash the process.
+        stream.on('error', () => undefined);
+        if (body && !Buffer.isBuffer(body) && !body.readableEnded) {
+          // The server answered before taking the whole body (an error, usually).
+          body.unpipe();
+          body.destroy();
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, url: req.url, body: stream });
+      });
+    });
+  }
+
+  close(): void {
+    this.#agents.http.destroy();
+    this.#agents.https.destroy();
+  }
+}
+
+/** Read a whole (small) body; fails with SIZE_EXCEEDED past `max` bytes without reading on. */
+export async function readBody(res: RawResponse, max: number, what = 'response body'): Promise<Buffer> {
+  const declared = Number(res.headers['content-length']);
+  if (Number.isFinite(declared) && declared > max) {
+    res.body.destroy();
+    throw new MyBuildError('SIZE_EXCEEDED', `${what} is ${declared} bytes, more than the ${max} allowed`);
+  }
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of res.body as AsyncIterable<Buffer>) {
+    n += chunk.length;
+    if (n > max) {
+      res.body.destroy();
+      throw new MyBuildError('SIZE_EXCEEDED', `${what} is more than the ${max} bytes allowed`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Read at most `max` bytes of a body for an error message, then let the rest go. */
+export async function readSome(res: RawResponse, max: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  try {
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      n += chunk.length;
+      if (n >= max) break;
+    }
+  } catch {
+    // a broken error body still leaves what arrived
+  }
+  discard(res);
+  return Buffer.concat(chunks).subarray(0, max);
+}
+
+/** Drop a response body: drain small ones (keeps the connection), destroy large ones. */
+export function discard(res: RawResponse): void {
+  const declared = Number(res.headers['content-length']);
+  if (res.body.readableEnded || res.body.destroyed) return;
+  if (Number.isFinite(declared) && declared <= 65_536) res.body.resume();
+  else res.body.destroy();
+}
+
+export function header(res: { headers: http.IncomingHttpHeaders }, name: string): string | undefined {
+  const v = res.headers[name.toLowerCase()];
+  return Array.isArray(v) ? v[0] : v;
+}
