@@ -1,4 +1,4 @@
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MyBuildError } from '@mybuild/oci';
@@ -14,7 +14,11 @@ export interface LockOptions {
 }
 
 export interface Lock {
-  release(): Promise<void>;
+  /**
+   * Release the lock. With `removeFile`, the lock file is unlinked first (while still held):
+   * a process waiting on the old file notices the inode changed and locks the new one.
+   */
+  release(opts?: { removeFile?: boolean }): Promise<void>;
 }
 
 /**
@@ -24,33 +28,45 @@ export interface Lock {
  */
 export async function acquireLock(locksDir: string, name: string, opts: LockOptions = {}): Promise<Lock> {
   const path = join(locksDir, `${name.replace(/[^A-Za-z0-9._-]/g, '_')}.lock`);
-  const fh: FileHandle = await open(path, 'a', 0o644);
   const exclusive = !opts.shared;
   const deadline = Date.now() + (opts.timeoutMs ?? 600_000);
   let delay = 2;
-  try {
-    for (;;) {
-      if (sys().flock(fh.fd, exclusive, false)) break;
-      if (opts.noWait || Date.now() > deadline) {
-        throw new MyBuildError('LOCKED', `lock ${name} is held by another mybuild process`, {
-          hint: 'wait for the other process to finish',
-        });
+  for (;;) {
+    const fh: FileHandle = await open(path, 'a', 0o644);
+    let held = false;
+    try {
+      for (;;) {
+        if (sys().flock(fh.fd, exclusive, false)) break;
+        if (opts.noWait || Date.now() > deadline) {
+          throw new MyBuildError('LOCKED', `lock ${name} is held by another mybuild process`, {
+            hint: 'wait for the other process to finish',
+          });
+        }
+        await sleep(delay);
+        delay = Math.min(delay * 2, 50);
       }
-      await sleep(delay);
-      delay = Math.min(delay * 2, 50);
+      // The holder may have removed the file while we waited: then we hold a lock on an
+      // orphaned inode that nobody else sees. Start again on the current file.
+      const [mine, current] = await Promise.all([fh.stat(), stat(path).catch(() => undefined)]);
+      held = current !== undefined && current.ino === mine.ino && current.dev === mine.dev;
+    } catch (err) {
+      await fh.close();
+      throw err;
     }
-  } catch (err) {
-    await fh.close();
-    throw err;
+    if (!held) {
+      await fh.close();
+      continue;
+    }
+    let released = false;
+    return {
+      async release(ropts = {}) {
+        if (released) return;
+        released = true;
+        if (ropts.removeFile) await unlink(path).catch(() => {});
+        await fh.close(); // closing the last fd releases the flock
+      },
+    };
   }
-  let released = false;
-  return {
-    async release() {
-      if (released) return;
-      released = true;
-      await fh.close(); // closing the last fd releases the flock
-    },
-  };
 }
 
 /** Run `fn` while holding the lock. */

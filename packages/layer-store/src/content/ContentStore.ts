@@ -445,7 +445,7 @@ export class LocalContentWriter implements ContentWriter {
       }
     } finally {
       await rm(this.#dir, { recursive: true, force: true });
-      await this.#release();
+      await this.#release(true);
     }
     return { digest, size };
   }
@@ -459,7 +459,7 @@ export class LocalContentWriter implements ContentWriter {
     try {
       await rm(this.#dir, { recursive: true, force: true });
     } finally {
-      await this.#release();
+      await this.#release(true);
     }
   }
 
@@ -472,12 +472,13 @@ export class LocalContentWriter implements ContentWriter {
     await this.#release();
   }
 
-  async #release(): Promise<void> {
+  /** `removeFile` when the ingest is gone: its lock file goes too, so locks/ does not grow forever. */
+  async #release(removeFile = false): Promise<void> {
     const lock = this.#lock;
     this.#lock = undefined;
     await this.#fh?.close().catch(() => {});
     this.#fh = undefined;
-    await lock?.release();
+    await lock?.release({ removeFile });
   }
 }
 

@@ -137,6 +137,7 @@ async function pruneIngests(paths: StorePaths, maxAgeMs: number, result: PruneRe
       if (err instanceof MyBuildError && err.code === 'LOCKED') continue; // a live writer
       throw err;
     }
+    let removed = false;
     try {
       const dir = join(paths.ingest, id);
       if (maxAgeMs > 0) {
@@ -148,8 +149,9 @@ async function pruneIngests(paths: StorePaths, maxAgeMs: number, result: PruneRe
       await rm(dir, { recursive: true, force: true });
       result.ingestsRemoved++;
       result.ingestBytesFreed += usage.bytes;
+      removed = true;
     } finally {
-      await lock.release();
+      await lock.release({ removeFile: removed });
     }
   }
 }
