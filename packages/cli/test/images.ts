@@ -17,7 +17,7 @@ export interface UmociImage {
 export async function randomFile(file: string, mb: number): Promise<void> {
   const ws = createWriteStream(file);
   for (let i = 0; i < mb; i++) {
-    if (!ws.write(randomBytes(1024 * 1024))) await new Promise((r) => ws.once('drain', r));
+    if (!ws.write(randomBytes(1024 * 1024))) await new Promise<void>((r) => ws.once('drain', () => r()));
   }
   ws.end();
   await new Promise<void>((resolve, reject) => ws.once('finish', resolve).once('error', reject));

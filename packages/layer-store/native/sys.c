@@ -1,4 +1,5 @@
-// Small system calls Node does not expose: mknod, extended attributes on links, flock.
+// Small system calls Node does not expose: mknod, extended attributes on links, flock,
+// nanosecond file times (utimensat/futimens; Node's utimes rounds to microseconds).
 // Each function throws an Error whose `code` is the errno name (ENOENT, EPERM, ...).
 #define _GNU_SOURCE
 #include <errno.h>
@@ -10,7 +11,9 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
+#include <sys/time.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 #include <node_api.h>
 
@@ -242,6 +245,42 @@ static napi_value js_fsyncdir(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static int get_timespecs(napi_env env, napi_value *argv, struct timespec ts[2]) {
+  int64_t as, ans, ms, mns;
+  if (napi_get_value_int64(env, argv[0], &as) != napi_ok || napi_get_value_int64(env, argv[1], &ans) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &ms) != napi_ok || napi_get_value_int64(env, argv[3], &mns) != napi_ok ||
+      ans < 0 || ans > 999999999 || mns < 0 || mns > 999999999) {
+    napi_throw_type_error(env, NULL, "times must be integers: seconds, nanoseconds (0..999999999)");
+    return -1;
+  }
+  ts[0].tv_sec = (time_t)as;
+  ts[0].tv_nsec = (long)ans;
+  ts[1].tv_sec = (time_t)ms;
+  ts[1].tv_nsec = (long)mns;
+  return 0;
+}
+
+// lutimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec): nanosecond times, symlinks not followed
+static napi_value js_lutimens(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  PATH_ARG(0, path);
+  struct timespec ts[2];
+  if (get_timespecs(env, argv + 1, ts) != 0) return NULL;
+  if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) return throw_errno(env, errno, "utimensat", path);
+  return NULL;
+}
+
+// futimens(fd, atimeSec, atimeNsec, mtimeSec, mtimeNsec)
+static napi_value js_futimens(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  int32_t fd;
+  napi_get_value_int32(env, argv[0], &fd);
+  struct timespec ts[2];
+  if (get_timespecs(env, argv + 1, ts) != 0) return NULL;
+  if (futimens(fd, ts) != 0) return throw_errno(env, errno, "futimens", NULL);
+  return NULL;
+}
+
 // devnums(rdev) -> [major, minor]
 static napi_value js_devnums(napi_env env, napi_callback_info info) {
   ARGS(1);
@@ -268,6 +307,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"funlock", NULL, js_funlock, NULL, NULL, NULL, napi_enumerable, NULL},
     {"fsyncdir", NULL, js_fsyncdir, NULL, NULL, NULL, napi_enumerable, NULL},
     {"devnums", NULL, js_devnums, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"lutimens", NULL, js_lutimens, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"futimens", NULL, js_futimens, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -15,6 +15,9 @@ export interface NativeSys {
   funlock(fd: number): void;
   fsyncdir(path: string): void;
   devnums(rdev: number): [number, number];
+  /** utimensat(AT_SYMLINK_NOFOLLOW) with nanoseconds (Node's lutimes rounds to microseconds). */
+  lutimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
+  futimens(fd: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
 }
 
 let cached: NativeSys | undefined;

@@ -1,9 +1,10 @@
-import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chownSync, chmodSync, existsSync, linkSync, lstatSync, lutimesSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type Compression, MyBuildError, sha256Of } from '@mybuild/oci';
 import { applyLayer, sys } from '@mybuild/layer-store';
-import { type TarEntry, buildTar, gzip, nodeInfo, rmrf, streamOf, tempDir, zstd } from './helpers-tar.js';
+import { type TarEntry, buildTar, comparableTree, gzip, nodeInfo, rmrf, streamOf, tempDir, zstd } from './helpers-tar.js';
 
 /** security.capability v2 granting cap_setuid (bit 7) and cap_net_raw (bit 13), effective: binary, not UTF-8. */
 const CAP = Buffer.from([0x01, 0x00, 0x00, 0x02, 0x80, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -242,6 +243,48 @@ describe('applyLayer', () => {
     const err = await applyLayer(streamOf(buildTar([{ name: 'sparse', typeflag: 'S', data: 'x' }])), join(tmp, 'r'), { mode: 'overlay' }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'UNSUPPORTED' });
     expect((err as MyBuildError).oneLine()).toContain('"sparse"');
+  });
+
+  it.each(['pax', 'gnu'])('round-trips a tree archived by GNU tar (%s format)', async (format) => {
+    const src = join(tmp, 'src');
+    mkdirSync(join(src, 'bin'), { recursive: true });
+    writeFileSync(join(src, 'bin/su'), 'su');
+    chmodSync(join(src, 'bin/su'), 0o4755);
+    writeFileSync(join(src, 'bin/ping'), 'ping');
+    linkSync(join(src, 'bin/su'), join(src, 'bin/su-hard'));
+    symlinkSync('../etc/none', join(src, 'bin/dangling'));
+    const long = join(src, 'l'.repeat(120), 'm'.repeat(130));
+    mkdirSync(long, { recursive: true });
+    writeFileSync(join(long, 'f'.repeat(100)), 'long');
+    linkSync(join(long, 'f'.repeat(100)), join(src, 'hard-to-long'));
+    mkdirSync(join(src, 'home/u'), { recursive: true });
+    writeFileSync(join(src, 'home/u/file'), 'u');
+    chownSync(join(src, 'home/u/file'), 1234, 5678);
+    chownSync(join(src, 'home/u'), 1234, 5678);
+    chmodSync(join(src, 'home/u'), 0o700);
+    sys().mknod(join(src, 'null'), 0o020666, 1, 3);
+    sys().mknod(join(src, 'fifo'), 0o010600, 0, 0);
+    chmodSync(join(src, 'null'), 0o666);
+    if (format === 'pax') {
+      sys().lsetxattr(join(src, 'bin/ping'), 'security.capability', CAP);
+      sys().lsetxattr(join(src, 'home/u/file'), 'user.blob', BINARY_XATTR);
+    }
+    lutimesSync(join(src, 'bin/dangling'), 1_000_000, 1_000_000);
+    for (const d of ['bin', 'home/u', 'home', '.']) utimesSync(join(src, d), 1_500_000_000, 1_500_000_000);
+    const tarFile = join(tmp, 'layer.tar');
+    const xattrArgs = format === 'pax' ? ['--xattrs', '--xattrs-include=*'] : [];
+    execFileSync('tar', ['-C', src, `--format=${format}`, ...xattrArgs, '--numeric-owner', '-cf', tarFile, '.']);
+
+    const out = join(tmp, 'out');
+    await applyLayer(streamOf(readFileSync(tarFile)), out, { mode: 'flatten' });
+    const mine = comparableTree(out, { mtimes: true });
+    const theirs = comparableTree(src, { mtimes: true });
+    // gnu format has whole seconds only
+    const round = (t: ReturnType<typeof comparableTree>) =>
+      format === 'gnu' ? Object.fromEntries(Object.entries(t.entries).map(([k, v]) => [k, { ...v, mtime: Math.floor((v.mtime ?? 0) / 1000) }])) : t.entries;
+    expect(round(mine)).toEqual(round(theirs));
+    expect(mine.hardlinks).toEqual(theirs.hardlinks);
+    expect(mine.hardlinks).toHaveLength(2);
   });
 
   it('streams a large file without buffering it', async () => {

@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,6 +12,7 @@ import {
   type ImageManifest,
   MediaType,
   MyBuildError,
+  errnoCode,
   REF_NAME_ANNOTATION,
   isIndexMediaType,
   parseDigest,
@@ -24,7 +25,7 @@ import {
 import type { BlobInfo, ContentStore } from '../api.js';
 import type { Store } from '../store.js';
 import { withImportLease } from '../gc/gc.js';
-import { archiveError, autoDecompress, decompressor } from './decompress.js';
+import { openPlain } from '../extract/decompress.js';
 
 /** Cap on the small JSON files of an archive (manifest.json, index.json, configs). */
 const MAX_JSON = 8 * 1024 * 1024;
@@ -53,7 +54,13 @@ interface Member {
 
 /** Read a docker-archive (`docker save`) or OCI archive, plain or compressed, from a file. */
 export async function loadArchiveFile(store: Store, file: string, opts: LoadOptions = {}): Promise<LoadedImage[]> {
-  return loadArchive(store, createReadStream(file, { highWaterMark: 1024 * 1024 }), file, opts);
+  let fh;
+  try {
+    fh = await open(file, 'r');
+  } catch (err) {
+    throw new MyBuildError(errnoCode(err) === 'ENOENT' ? 'NOT_FOUND' : 'INVALID_ARGUMENT', `cannot open archive: ${(err as Error).message.replace(/^[A-Z]+: /, '').split(',')[0]}`, { where: file });
+  }
+  return loadArchive(store, fh.createReadStream({ highWaterMark: 1024 * 1024 }), file, opts);
 }
 
 /**
@@ -67,7 +74,8 @@ export async function loadArchive(store: Store, input: Readable, where: string, 
     const members = new Map<string, Member>();
     const links = new Map<string, string>();
     let inMemory = 0;
-    const { stream } = await autoDecompress(input);
+    const plain = await openPlain(input, undefined, where);
+    const stream = Readable.from(plain.chunks, { objectMode: false });
     const extract = tar.extract();
     extract.on('entry', (header, entry, next) => {
       void (async () => {
@@ -138,6 +146,10 @@ export async function loadArchive(store: Store, input: Readable, where: string, 
     if (members.has('index.json')) return importOciArchive(store, where, resolve);
     throw archiveError(where, 'neither manifest.json (docker-archive) nor index.json (OCI archive) found', 'make the archive with `mybuild save`, `docker save` or skopeo');
   });
+}
+
+function archiveError(file: string, message: string, hint?: string): MyBuildError {
+  return new MyBuildError('INVALID_ARGUMENT', message, { where: file, ...(hint ? { hint } : {}) });
 }
 
 function memberName(raw: string): string | undefined {
@@ -285,8 +297,7 @@ async function blobCompression(content: ContentStore, digest: Digest) {
 
 async function uncompressedDigest(content: ContentStore, digest: Digest, compression: 'gzip' | 'zstd'): Promise<Digest> {
   const h = createHash('sha256');
-  await pipeline(await content.read(digest), decompressor(compression), async (src: AsyncIterable<Buffer>) => {
-    for await (const c of src) h.update(c);
-  });
+  const plain = await openPlain(await content.read(digest), compression, digest);
+  for await (const c of plain.chunks) h.update(c);
   return `sha256:${h.digest('hex')}` as Digest;
 }

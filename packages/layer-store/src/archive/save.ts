@@ -1,7 +1,7 @@
 import { createWriteStream } from 'node:fs';
 import { rename, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import type { Readable, Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import {
@@ -22,7 +22,7 @@ import {
 } from '@mybuild/oci';
 import type { ContentStore, ResolvedImage } from '../api.js';
 import type { Store } from '../store.js';
-import { decompressor } from './decompress.js';
+import { openPlain } from '../extract/decompress.js';
 
 export type ArchiveFormat = 'docker' | 'oci';
 
@@ -196,9 +196,7 @@ async function writeUncompressedLayer(content: ContentStore, l: Descriptor, name
     return;
   }
   let size = 0;
-  await pipeline(await content.read(l.digest, { verify: true }), decompressor(compression), async (src: AsyncIterable<Buffer>) => {
-    for await (const c of src) size += c.length;
-  });
-  const plain = (await content.read(l.digest)).pipe(decompressor(compression));
+  for await (const c of (await openPlain(await content.read(l.digest, { verify: true }), compression, l.digest)).chunks) size += c.length;
+  const plain = Readable.from((await openPlain(await content.read(l.digest), compression, l.digest)).chunks, { objectMode: false });
   await addStream(pack, name, size, plain);
 }

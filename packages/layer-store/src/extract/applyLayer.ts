@@ -5,11 +5,9 @@ import {
   constants,
   fchmodSync,
   fchownSync,
-  futimesSync,
   lchownSync,
   linkSync,
   lstatSync,
-  lutimesSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -107,11 +105,10 @@ export async function applyLayer(stream: Readable, targetDir: string, opts: Appl
   const hash = createHash(opts.diffId ? digestAlgorithm(opts.diffId) : 'sha256');
   let compression: Compression = opts.compression ?? 'none';
   let entries = 0;
-  let extraction: Extraction | undefined;
   try {
     mkdirSync(targetDir, { recursive: true });
     const root = realpathSync(targetDir);
-    extraction = new Extraction(root, readdirSync(root).length === 0, opts, what);
+    const extraction = new Extraction(root, readdirSync(root).length === 0, opts, what);
     const plain = await openPlain(stream, opts.compression, what);
     compression = plain.compression;
     const { extract, recordsFor } = createTarReader();
@@ -203,19 +200,34 @@ function tarError(err: unknown, what: string): unknown {
   });
 }
 
+/** A file time with nanoseconds (PAX times carry up to 9 decimals; Node's utimes keeps microseconds). */
+interface Time {
+  sec: number;
+  nsec: number;
+}
+
 interface EntryMeta {
   mode: number;
   uid: number;
   gid: number;
-  atime: number;
-  mtime: number;
+  atime: Time;
+  mtime: Time;
   xattrs: Map<string, Buffer>;
 }
 
 interface PendingDir {
   ino: number;
-  atime: number;
-  mtime: number;
+  atime: Time;
+  mtime: Time;
+}
+
+/** Set times on a path without following a symlink (nanoseconds, as PAX headers carry them). */
+function setTimes(host: string, atime: Time, mtime: Time): void {
+  sys().lutimens(host, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
+}
+
+function setFdTimes(fd: number, atime: Time, mtime: Time): void {
+  sys().futimens(fd, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
 }
 
 interface EntryBody {
@@ -281,7 +293,7 @@ class Extraction {
       if (real !== rel) continue;
       const host = this.#r.host(rel);
       const st = lstatSync(host, { throwIfNoEntry: false });
-      if (st?.isDirectory() && st.ino === d.ino) lutimesSync(host, d.atime, d.mtime);
+      if (st?.isDirectory() && st.ino === d.ino) setTimes(host, d.atime, d.mtime);
     }
   }
 
@@ -348,7 +360,7 @@ class Extraction {
         symlinkSync(target, host);
         if (this.#sameOwner) lchownSync(host, meta.uid, meta.gid);
         this.#setXattrs(host, meta.xattrs, false);
-        lutimesSync(host, meta.atime, meta.mtime);
+        setTimes(host, meta.atime, meta.mtime);
         break;
       }
       case 'link':
@@ -361,7 +373,7 @@ class Extraction {
         if (this.#sameOwner) lchownSync(host, meta.uid, meta.gid);
         chmodSync(host, meta.mode); // a node we just made: no symlink to follow
         this.#setXattrs(host, meta.xattrs, false);
-        lutimesSync(host, meta.atime, meta.mtime);
+        setTimes(host, meta.atime, meta.mtime);
       }
     }
     this.#made.add(rel);
@@ -380,7 +392,7 @@ class Extraction {
       if (this.#sameOwner) fchownSync(fd, meta.uid, meta.gid);
       fchmodSync(fd, meta.mode);
       this.#setXattrs(host, meta.xattrs, false);
-      futimesSync(fd, meta.atime, meta.mtime);
+      setFdTimes(fd, meta.atime, meta.mtime);
     } finally {
       closeSync(fd);
     }
@@ -518,7 +530,7 @@ class Extraction {
         throw new MyBuildError('INVALID_ARGUMENT', `tar entry ${JSON.stringify(h.name)} has an invalid ${k} ${v}`, { where: this.#what });
       }
     }
-    const mtime = paxTime(rec, 'mtime') ?? h.mtime.getTime() / 1000;
+    const mtime = paxTime(rec, 'mtime') ?? { sec: Math.floor(h.mtime.getTime() / 1000), nsec: 0 };
     const atime = paxTime(rec, 'atime') ?? mtime;
     const xattrs = new Map<string, Buffer>();
     for (const [k, v] of rec) {
@@ -600,11 +612,16 @@ function paxInt(rec: PaxRecords, key: string): number | undefined {
   return /^[0-9]{1,16}$/.test(s) ? Number(s) : Number.NaN;
 }
 
-function paxTime(rec: PaxRecords, key: string): number | undefined {
+/** A PAX time `[-]seconds[.fraction]`, exactly (no float rounding); undefined when malformed. */
+function paxTime(rec: PaxRecords, key: string): Time | undefined {
   const v = rec.get(key);
   if (v === undefined) return undefined;
-  const n = Number(v.toString('latin1'));
-  return Number.isFinite(n) ? n : undefined;
+  const m = /^(-?)([0-9]{1,15})(?:\.([0-9]{1,9})[0-9]*)?$/.exec(v.toString('latin1'));
+  if (!m) return undefined;
+  const sec = Number(m[2]);
+  const nsec = m[3] ? Number(m[3].padEnd(9, '0')) : 0;
+  if (m[1] !== '-') return { sec, nsec };
+  return nsec === 0 ? { sec: -sec, nsec: 0 } : { sec: -sec - 1, nsec: 1e9 - nsec };
 }
 
 /**
