@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, unl
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type Digest, sha256Of } from '@mybuild/oci';
-import { type Mount, OverlaySnapshotter, chainIds, storePaths, sys, unpackImage } from '@mybuild/layer-store';
+import { type Mount, OverlaySnapshotter, acquireLock, chainIds, storePaths, sys, unpackImage } from '@mybuild/layer-store';
 import { type CountingContentStore, type Layer, comparableTree, makeLayer, newStore, nodeInfo, putLayers, rmrf, tempDir } from './helpers-tar.js';
 
 /** Mount `m` at `target` the way a caller of the snapshotter would (real mounts; we are root). */
@@ -349,5 +349,31 @@ describe('OverlaySnapshotter', () => {
     mounted.push(target);
     await withMount(ok, target, () => expect(readdirSync(target)).toEqual([]));
     rmSync(target, { recursive: true });
+  });
+});
+
+describe('OverlaySnapshotter.cleanup', () => {
+  it('removes temp dirs a killed process left, keeps those in use', async () => {
+    const dir = tempDir();
+    try {
+      const paths = storePaths(join(dir, 'root'));
+      const snaps = new OverlaySnapshotter(paths);
+      await snaps.prepare('warm-up'); // creates snapshots/ and locks/
+      mkdirSync(join(paths.snapshots, 'tmp-dead0000'), { recursive: true });
+      mkdirSync(join(paths.snapshots, 'rm-dead0000', 'fs'), { recursive: true });
+      mkdirSync(join(paths.snapshots, 'tmp-live0000'), { recursive: true });
+      const live = await acquireLock(paths.locks, 'snapshot-tmp-live0000');
+      try {
+        expect(await snaps.cleanup()).toBe(2);
+        const left = readdirSync(paths.snapshots).filter((n) => n.startsWith('tmp-') || n.startsWith('rm-'));
+        expect(left).toEqual(['tmp-live0000']);
+      } finally {
+        await live.release();
+      }
+      expect(await snaps.cleanup()).toBe(1);
+      expect((await snaps.list()).map((s) => s.name)).toEqual(['warm-up']);
+    } finally {
+      rmrf(dir);
+    }
   });
 });

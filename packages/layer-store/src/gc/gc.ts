@@ -19,6 +19,8 @@ export interface SnapshotLister {
   remove(name: string): Promise<void>;
   /** the snapshot's directory, to count the bytes freed */
   dir?(name: string): string;
+  /** remove what crashed processes left behind (temp dirs); returns how many */
+  cleanup?(): Promise<number>;
 }
 
 /** The parts of a store prune and du work on. */
@@ -113,6 +115,7 @@ export async function prune(store: GcStore, opts: PruneOptions = {}): Promise<Pr
           }
         }
         await pruneSnapshots(opts.snapshots, keep, result);
+        await opts.snapshots.cleanup?.();
       }
       result.bytesFreed = result.blobBytesFreed + result.ingestBytesFreed + result.snapshotBytesFreed;
       return result;

@@ -14,7 +14,7 @@ import {
 } from '@mybuild/oci';
 import type { ContentStore, Mount, SnapshotInfo, SnapshotKind, Snapshotter, StorePaths } from '../api.js';
 import { applyLayer } from '../extract/applyLayer.js';
-import { withLock } from '../lock.js';
+import { acquireLock, withLock, type Lock } from '../lock.js';
 import { storePaths, writeFileAtomic } from '../paths.js';
 import { chainIds } from '../chain.js';
 
@@ -197,7 +197,7 @@ export class OverlaySnapshotter implements Snapshotter {
       throw new MyBuildError('UNSUPPORTED', `media type ${desc.mediaType} is not a layer tar`, { where: desc.digest });
     }
     const what = `layer ${desc.digest}`;
-    const tmp = this.#newTemp();
+    const { dir: tmp, lock } = await this.#newTemp();
     try {
       const raw = await content.read(desc.digest, { verify: false });
       const verified = new VerifyingStream({ digest: desc.digest, size: desc.size, what });
@@ -222,6 +222,8 @@ export class OverlaySnapshotter implements Snapshotter {
     } catch (err) {
       rmSync(tmp, { recursive: true, force: true });
       throw err;
+    } finally {
+      await lock.release({ removeFile: true });
     }
   }
 
@@ -231,7 +233,7 @@ export class OverlaySnapshotter implements Snapshotter {
     const lowers = parent === undefined ? [] : this.#chain(parent);
     const id = OverlaySnapshotter.activeId(key);
     const mounts = this.#mountsFor(id, kind, lowers); // fail before creating anything
-    const tmp = this.#newTemp();
+    const { dir: tmp, lock } = await this.#newTemp();
     try {
       const info: InfoFile = { name: key, kind, ...(parent !== undefined ? { parent } : {}), created: new Date().toISOString() };
       await writeFileAtomic(join(tmp, 'info.json'), json(info));
@@ -240,6 +242,8 @@ export class OverlaySnapshotter implements Snapshotter {
       rmSync(tmp, { recursive: true, force: true });
       if (errnoCode(err) === 'ENOTEMPTY' || errnoCode(err) === 'EEXIST') throw new MyBuildError('ALREADY_EXISTS', `snapshot ${key} already exists`);
       throw err;
+    } finally {
+      await lock.release({ removeFile: true });
     }
     return mounts;
   }
@@ -333,13 +337,54 @@ export class OverlaySnapshotter implements Snapshotter {
     return join(this.paths.snapshots, id);
   }
 
-  #newTemp(): string {
-    const tmp = join(this.paths.snapshots, `tmp-${randomBytes(8).toString('hex')}`);
-    mkdirSync(tmp, { mode: 0o700 });
-    mkdirSync(join(tmp, 'fs'));
-    chmodSync(join(tmp, 'fs'), 0o755);
-    mkdirSync(join(tmp, 'work'), { mode: 0o700 });
-    return tmp;
+  /**
+   * A temp dir to build a snapshot in, with a lock held for as long as it is in use, so that
+   * {@link cleanup} can tell a live temp dir from one a killed process left behind.
+   */
+  async #newTemp(): Promise<{ dir: string; lock: Lock }> {
+    const id = `tmp-${randomBytes(8).toString('hex')}`;
+    const lock = await acquireLock(this.paths.locks, `snapshot-${id}`);
+    const tmp = join(this.paths.snapshots, id);
+    try {
+      mkdirSync(tmp, { mode: 0o700 });
+      mkdirSync(join(tmp, 'fs'));
+      chmodSync(join(tmp, 'fs'), 0o755);
+      mkdirSync(join(tmp, 'work'), { mode: 0o700 });
+    } catch (err) {
+      await lock.release({ removeFile: true });
+      throw err;
+    }
+    return { dir: tmp, lock };
+  }
+
+  /**
+   * Remove what crashed processes left: `rm-*` dirs (always dead) and `tmp-*` dirs whose
+   * lock nobody holds. Returns how many directories were removed.
+   */
+  async cleanup(): Promise<number> {
+    if (!existsSync(this.paths.snapshots)) return 0;
+    let removed = 0;
+    for (const id of readdirSync(this.paths.snapshots)) {
+      if (id.startsWith('rm-')) {
+        rmSync(join(this.paths.snapshots, id), { recursive: true, force: true });
+        removed++;
+      } else if (id.startsWith('tmp-')) {
+        let lock: Lock;
+        try {
+          lock = await acquireLock(this.paths.locks, `snapshot-${id}`, { noWait: true });
+        } catch (err) {
+          if (err instanceof MyBuildError && err.code === 'LOCKED') continue; // in use
+          throw err;
+        }
+        try {
+          rmSync(join(this.paths.snapshots, id), { recursive: true, force: true });
+          removed++;
+        } finally {
+          await lock.release({ removeFile: true });
+        }
+      }
+    }
+    return removed;
   }
 
   #init(): Promise<void> {
