@@ -8,7 +8,7 @@
 import { type Challenge, parseChallenges } from './challenge.js';
 import { type ClientContext, isLoopbackHost } from './context.js';
 import type { Credentials } from './credentials.js';
-import { describeErrorBody, RegistryError } from './errors.js';
+import { describeErrorBody, plainError, RegistryError } from './errors.js';
 import { discard, header, readBody, readSome, type RawResponse } from './http.js';
 import { isTransientNetworkError } from './retry.js';
 
@@ -22,8 +22,32 @@ interface CachedToken {
   renewAt: number;
 }
 
+const ACTION_ORDER = ['pull', 'push', 'delete', '*'];
+
+/**
+ * Merge scopes naming the same resource (`repository:a:pull` + `repository:a:pull,push` →
+ * `repository:a:pull,push`), sorted, so one scope set has one spelling and one cached token.
+ */
+export function mergeScopes(scopes: readonly string[]): string[] {
+  const byResource = new Map<string, Set<string>>();
+  for (const scope of scopes) {
+    for (const s of scope.split(' ')) {
+      const last = s.lastIndexOf(':');
+      if (!s || last <= s.indexOf(':')) continue;
+      const resource = s.slice(0, last);
+      const actions = byResource.get(resource) ?? new Set<string>();
+      for (const a of s.slice(last + 1).split(',')) if (a) actions.add(a);
+      byResource.set(resource, actions);
+    }
+  }
+  const rank = (a: string) => (ACTION_ORDER.includes(a) ? ACTION_ORDER.indexOf(a) : ACTION_ORDER.length);
+  return [...byResource.entries()]
+    .map(([resource, actions]) => `${resource}:${[...actions].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b)).join(',')}`)
+    .sort();
+}
+
 export function scopeKey(scopes: readonly string[]): string {
-  return [...new Set(scopes)].sort().join(' ');
+  return mergeScopes(scopes).join(' ');
 }
 
 /** `repository:NAME:pull` or `repository:NAME:pull,push`. */
@@ -31,9 +55,6 @@ export function repositoryScope(path: string, push = false): string {
   return `repository:${path}:${push ? 'pull,push' : 'pull'}`;
 }
 
-function union(a: readonly string[], b: readonly string[]): string[] {
-  return [...new Set([...a, ...b])];
-}
 
 export class Authenticator {
   readonly #host: string;
@@ -81,7 +102,7 @@ export class Authenticator {
     if (hit && this.#ctx.now() < hit.renewAt) return `Bearer ${hit.value}`;
     let pending = this.#inflight.get(key);
     if (!pending) {
-      pending = this.#fetchToken(c, [...new Set(scopes)]).finally(() => this.#inflight.delete(key));
+      pending = this.#fetchToken(c, mergeScopes(scopes)).finally(() => this.#inflight.delete(key));
       this.#inflight.set(key, pending);
     }
     const token = await pending;
@@ -106,7 +127,7 @@ export class Authenticator {
         this.#tokens.delete(key);
         return [...scopes];
       }
-      const wanted = union(scopes, (bearer.params.scope ?? '').split(' ').filter(Boolean));
+      const wanted = mergeScopes([...scopes, ...(bearer.params.scope ?? '').split(' ')]);
       if (!sent?.startsWith('Bearer ')) return wanted;
       if (scopeKey(wanted) !== key) return wanted;
       if (previous?.params.realm !== bearer.params.realm || previous?.params.service !== bearer.params.service) {
@@ -178,7 +199,7 @@ export class Authenticator {
         throw new RegistryError('UNAVAILABLE', `cannot reach token realm ${url.origin}${url.pathname} for ${this.#host}: ${(err as Error).message}`, {
           registry: this.#host,
           temporary: true,
-          cause: err,
+          cause: plainError(err),
         });
       }
     }

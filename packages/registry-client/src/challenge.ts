@@ -53,7 +53,11 @@ function parseOne(s: string): Challenge[] {
     while (j < n && TCHAR.test(s[j]!)) j++;
     if (j === at) return false;
     while (j < n && (s[j] === ' ' || s[j] === '\t')) j++;
-    return s[j] === '=';
+    if (s[j] !== '=') return false;
+    // A parameter has a value (token or quoted string); `abc==` is a token68.
+    j++;
+    while (j < n && (s[j] === ' ' || s[j] === '\t')) j++;
+    return j < n && (s[j] === '"' || TCHAR.test(s[j]!));
   };
 
   while (i < n) {

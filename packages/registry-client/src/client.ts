@@ -161,24 +161,28 @@ async function readStream(stream: Readable, max: number, what: string): Promise<
   return Buffer.concat(chunks);
 }
 
-/** Run tasks with a shared limiter; after the first failure no new task starts; all settle first. */
-async function runAll<T>(limit: LimitFunction, items: readonly T[], task: (item: T) => Promise<void>): Promise<void> {
-  let failed = false;
-  const results = await Promise.allSettled(
-    items.map((item) =>
-      limit(async () => {
-        if (failed) return;
-        try {
-          await task(item);
-        } catch (err) {
-          failed = true;
-          throw err;
-        }
-      }),
-    ),
-  );
+/** Wait for every promise (none is left running unobserved), then throw the first failure. */
+async function settleAll(promises: readonly Promise<unknown>[]): Promise<void> {
+  const results = await Promise.allSettled(promises);
   const bad = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (bad) throw bad.reason;
+}
+
+/**
+ * A task wrapper for a shared limiter: after the first failure, queued tasks do not start and
+ * fail with that same error (so whatever waits on them reports the real cause).
+ */
+function failFast(): <T>(task: () => Promise<T>) => () => Promise<T> {
+  let failure: { err: unknown } | undefined;
+  return (task) => async () => {
+    if (failure) throw failure.err;
+    try {
+      return await task();
+    } catch (err) {
+      failure ??= { err };
+      throw err;
+    }
+  };
 }
 
 /** Emits start / progress (every 256 KiB) / done events for one blob. */
@@ -224,7 +228,6 @@ export class RegistryClient {
       userAgent: opts.userAgent ?? 'mybuild-registry-client/0.1',
       timeouts: { ...DEFAULT_TIMEOUTS, ...opts.timeouts },
       maxSockets: concurrency * 2,
-      ...(debug ? { debug } : {}),
     });
     const insecure = new Set((opts.insecure ?? []).map((h) => apiHost(h.toLowerCase())));
     const isInsecure = (host: string) => {
@@ -274,12 +277,12 @@ export class RegistryClient {
 
   /** The registry's own endpoint for a reference. */
   #origin(ref: Reference): Endpoint {
-    return this.#endpoint(apiHost(ref.domain));
+    return this.#endpoint(apiHost(ref.domain.toLowerCase()));
   }
 
   /** Mirrors first, then the registry itself: where pulls are tried. */
   #pullEndpoints(ref: Reference): Endpoint[] {
-    const host = apiHost(ref.domain);
+    const host = apiHost(ref.domain.toLowerCase());
     return [...(this.#mirrors.get(host) ?? []).map((m) => this.#endpoint(m.host, m.protocol)), this.#origin(ref)];
   }
 
@@ -570,8 +573,8 @@ export class RegistryClient {
       if (opts.platform === 'all') {
         images = [];
         const walk = async (idx: ImageIndex, depth: number): Promise<void> => {
-          for (const d of idx.manifests) {
-            const child = await byDigest(d);
+          const children = await Promise.all(idx.manifests.map(byDigest));
+          for (const child of children) {
             if (isIndex(child.manifest)) {
               if (depth > 2) throw new MyBuildError('INVALID_ARGUMENT', 'indexes nested too deep', { where: formatReference(ref) });
               indexes.push(child);
@@ -591,7 +594,8 @@ export class RegistryClient {
       const mf = m.manifest as ImageManifest;
       for (const d of [mf.config, ...mf.layers]) if (!blobs.has(d.digest)) blobs.set(d.digest, d);
     }
-    await runAll(this.#limit, [...blobs.values()], async (desc) => {
+    const guard = failFast();
+    await settleAll([...blobs.values()].map((desc) => this.#limit(guard(async () => {
       const report = reporter(opts.onProgress, 'pull', desc);
       if (await sink.has(desc.digest)) {
         report.emit('exists', desc.size);
@@ -599,9 +603,14 @@ export class RegistryClient {
       }
       report.emit('start', 0);
       const stream = await this.fetchBlob(ref, desc, { onBytes: (n) => report.bytes(n) });
-      await sink.put(desc, stream);
+      try {
+        await sink.put(desc, stream);
+      } finally {
+        // A sink that failed (or returned early) must not leave the download holding a connection.
+        if (!stream.readableEnded) stream.destroy();
+      }
       report.emit('done', desc.size);
-    });
+    }))));
     for (const m of [...images, ...indexes.reverse()]) {
       if (!(await sink.has(m.descriptor.digest))) await sink.put(m.descriptor, Readable.from([m.bytes]));
     }
@@ -625,39 +634,42 @@ export class RegistryClient {
     const ref = toReference(input);
     const ep = this.#origin(ref);
     const where = formatReference(ref);
+    if (manifestBytes.length > MAX_MANIFEST_PUSH) {
+      throw new MyBuildError('SIZE_EXCEEDED', `manifest is ${manifestBytes.length} bytes; registries accept at most ${MAX_MANIFEST_PUSH}`, { where });
+    }
     const parsed = parseManifest(manifestBytes, opts.mediaType, where);
     const top: Descriptor = { mediaType: parsed.mediaType, digest: sha256Of(manifestBytes), size: manifestBytes.length };
     if (ref.digest && ref.digest !== top.digest) throw new MyBuildError('DIGEST_MISMATCH', `manifest has digest ${top.digest}, not ${ref.digest}`, { where });
-    const uploads = new Map<Digest, Promise<void>>();
+    const uploads = new Map<Digest, Promise<unknown>>();
+    const guard = failFast();
     const pushBlobOnce = (desc: Descriptor) => {
       let p = uploads.get(desc.digest);
       if (!p) {
         const report = reporter(opts.onProgress, 'push', desc);
-        p = this.#limit(async () => {
-          report.emit('start', 0);
-          const result = await uploadBlob(ep, this.#ctx, ref.path, desc, () => source.open(desc), where, {
-            ...(opts.mountFrom ? { mountFrom: opts.mountFrom } : {}),
-            onBytes: (n) => report.bytes(n),
-          });
-          report.emit(result === 'uploaded' ? 'done' : result, desc.size);
-        });
+        p = this.#limit(
+          guard(async () => {
+            report.emit('start', 0);
+            const result = await uploadBlob(ep, this.#ctx, ref.path, desc, () => source.open(desc), where, {
+              ...(opts.mountFrom ? { mountFrom: opts.mountFrom } : {}),
+              onBytes: (n) => report.bytes(n),
+            });
+            report.emit(result === 'uploaded' ? 'done' : result, desc.size);
+          }),
+        );
         uploads.set(desc.digest, p);
       }
       return p;
     };
     const pushTree = async (manifest: AnyManifest, depth: number): Promise<void> => {
       if (!isIndex(manifest)) {
-        const blobs = [manifest.config, ...manifest.layers];
-        const settled = await Promise.allSettled(blobs.map(pushBlobOnce));
-        const bad = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-        if (bad) throw bad.reason;
+        await settleAll([manifest.config, ...manifest.layers].map(pushBlobOnce));
         return;
       }
       if (depth > 2) throw new MyBuildError('INVALID_ARGUMENT', 'indexes nested too deep', { where });
-      const settled = await Promise.allSettled(
+      await settleAll(
         manifest.manifests.map(async (child) => {
           const bytes = await readStream(await source.open(child), MAX_MANIFEST_PUSH, `manifest ${child.digest}`);
-          if (sha256Of(bytes) !== child.digest && hashBytes(bytes, child.digest) !== child.digest) {
+          if (hashBytes(bytes, child.digest) !== child.digest) {
             throw new MyBuildError('DIGEST_MISMATCH', `child manifest ${child.digest} from the source has other content`, { where });
           }
           const sub = parseManifest(bytes, child.mediaType, where);
@@ -665,8 +677,6 @@ export class RegistryClient {
           await this.#putManifest(ep, ref, bytes, { ...child, mediaType: sub.mediaType }, child.digest);
         }),
       );
-      const bad = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (bad) throw bad.reason;
     };
     await pushTree(parsed.manifest, 0);
     await this.#putManifest(ep, ref, manifestBytes, top, ref.tag ?? top.digest);

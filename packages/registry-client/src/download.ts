@@ -9,7 +9,6 @@ import { type Descriptor, VerifyingStream } from '@mybuild/oci';
 import { repositoryScope } from './auth.js';
 import type { ClientContext } from './context.js';
 import type { Endpoint, RequestSpec } from './endpoint.js';
-import { RegistryError } from './errors.js';
 import { discard, header, type RawResponse } from './http.js';
 import { backoffMs, isTransientNetworkError } from './retry.js';
 
@@ -113,7 +112,7 @@ export async function downloadBlob(ep: Endpoint, ctx: ClientContext, path: strin
           return;
         }
       } catch (err) {
-        out.destroy(err instanceof RegistryError ? err : ep.networkError(err, spec(received)));
+        out.destroy(ep.networkError(err, spec(received)));
         return;
       }
     }

@@ -4,10 +4,10 @@
  * host), retries with backoff and Retry-After, and errors built from distribution error bodies.
  */
 import type { Readable } from 'node:stream';
-import { errnoCode } from '@mybuild/oci';
+import { errnoCode, MyBuildError } from '@mybuild/oci';
 import { Authenticator } from './auth.js';
 import { type ClientContext, isLoopbackHost } from './context.js';
-import { codeForStatus, describeErrorBody, RegistryError, redactUrl } from './errors.js';
+import { codeForStatus, describeErrorBody, plainError, RegistryError, redactUrl } from './errors.js';
 import { discard, header, type Method, type RawResponse, readSome, type Timeouts } from './http.js';
 import { backoffMs, isRetryableStatus, isTransientNetworkError, parseRetryAfter } from './retry.js';
 
@@ -35,7 +35,8 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 5;
 const MAX_ERROR_BODY = 16_384;
 
-const TLS_PROTOCOL_ERRORS = /wrong version number|EPROTO|ERR_SSL_|packet length too long|unknown protocol|http request/i;
+/** What a TLS client sees when the server speaks plain HTTP (not: a TLS server refusing us). */
+const TLS_PROTOCOL_ERRORS = /wrong version number|packet length too long|unknown protocol|http request/i;
 
 function isTlsProtocolError(err: unknown): boolean {
   const code = errnoCode(err) ?? '';
@@ -57,8 +58,16 @@ export class Endpoint {
   /** How blobs are uploaded here; downgraded when the registry refuses a form. */
   uploadMode: 'patch' | 'put' | 'chunked' = 'patch';
 
+  /** Host name and explicit port, to tell this registry's URLs from others (`:443` == none on https). */
+  readonly #hostname: string;
+  readonly #port: string;
+
   constructor(host: string, ctx: ClientContext, protocol?: 'https:' | 'http:') {
     this.host = host;
+    // A non-special scheme keeps the port as written.
+    const parsed = new URL(`registry://${host}`);
+    this.#hostname = parsed.hostname;
+    this.#port = parsed.port;
     this.#ctx = ctx;
     this.auth = new Authenticator(host, ctx);
     this.#probe = protocol === undefined && (ctx.isInsecure(host) || isLoopbackHost(host));
@@ -67,6 +76,12 @@ export class Endpoint {
 
   get baseUrl(): string {
     return `${this.#protocol ?? 'https:'}//${this.host}`;
+  }
+
+  /** Is `url` on this registry (same host, same port, default ports counted)? */
+  #isOwn(url: URL): boolean {
+    const fallback = url.protocol === 'http:' ? '80' : '443';
+    return url.hostname === this.#hostname && (url.port || fallback) === (this.#port || fallback);
   }
 
   url(path: string | URL): URL {
@@ -127,7 +142,7 @@ export class Endpoint {
     let method = spec.method;
     let body: Body | undefined = spec.body;
     for (let hops = 0; ; hops++) {
-      const own = url.host === this.host;
+      const own = this.#isOwn(url);
       const headers: Record<string, string> = { ...spec.headers };
       if (authorization && own) headers.authorization = authorization;
       let res: RawResponse;
@@ -143,7 +158,7 @@ export class Endpoint {
           ...(spec.timeouts ? { timeouts: spec.timeouts } : {}),
         });
       } catch (err) {
-        if (own && this.#protocol === undefined && url.protocol === 'https:' && isTlsProtocolError(err)) {
+        if (own && this.#probe && this.#protocol !== 'https:' && url.protocol === 'https:' && isTlsProtocolError(err)) {
           // An insecure or loopback registry that does not speak TLS: use plain http from now on.
           this.#protocol = 'http:';
           this.#ctx.debug(`${this.host} does not speak TLS: using http`);
@@ -177,16 +192,27 @@ export class Endpoint {
   }
 
   /** Wrap a network failure in a one-line RegistryError with a hint. */
-  networkError(err: unknown, spec: Pick<RequestSpec, 'what' | 'where'>): RegistryError {
-    if (err instanceof RegistryError) return err;
+  networkError(err: unknown, spec: Pick<RequestSpec, 'what' | 'where'>): MyBuildError {
+    // Our own errors (a body source that failed, a refused redirect) pass unchanged.
+    if (err instanceof MyBuildError) return err;
     const code = errnoCode(err);
     const cause = (err as { cause?: unknown }).cause;
-    const text = `${(err as Error).message ?? String(err)}`;
+    const raw = (err as Error).message ?? String(err);
+    // One line: OpenSSL appends file paths and newlines to its messages.
+    const text = raw.split('\n', 1)[0]!.replace(/:\.\.\/deps\/openssl\S*/, '').trim().slice(0, 200);
+    if (/alert certificate required|alert bad certificate|alert handshake failure|certificate_required/i.test(text)) {
+      return new RegistryError('UNAVAILABLE', `${spec.what}: ${this.host} refused the TLS handshake: ${text}`, {
+        where: spec.where,
+        registry: this.host,
+        cause: plainError(err),
+        hint: `the registry may want a client certificate: put client.cert and client.key in /etc/docker/certs.d/${this.host}/`,
+      });
+    }
     if (CERT_ERRORS.test(`${code ?? ''} ${errnoCode(cause) ?? ''} ${text}`) && !isTransientNetworkError(err)) {
       return new RegistryError('UNAVAILABLE', `${spec.what}: TLS verification of ${this.host} failed: ${text}`, {
         where: spec.where,
         registry: this.host,
-        cause: err,
+        cause: plainError(err),
         hint: `put the registry's CA in /etc/docker/certs.d/${this.host}/ca.crt (or MYBUILD_CA_FILE), or mark ${this.host} insecure`,
       });
     }
@@ -195,7 +221,7 @@ export class Endpoint {
       where: spec.where,
       registry: this.host,
       temporary: isTransientNetworkError(err),
-      cause: err,
+      cause: plainError(err),
     });
   }
 

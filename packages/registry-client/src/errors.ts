@@ -129,3 +129,17 @@ export function describeErrorBody(body: Buffer, contentType: string | undefined)
   const firstLine = trimmed.split(/\r?\n/, 1)[0] ?? '';
   return { text: clip(firstLine, MAX_MESSAGE), errors: [] };
 }
+
+/**
+ * A small stand-in for a transport error to keep as `cause`: name, code and (redacted) message,
+ * without the request, socket and options objects an HTTP library hangs on its errors.
+ */
+export function plainError(err: unknown): Error {
+  if (err instanceof MyBuildError) return err;
+  const e = err as { message?: unknown; code?: unknown; event?: unknown; name?: unknown };
+  const out = new Error(redact(typeof e?.message === 'string' ? e.message.trim() : String(err)));
+  if (typeof e?.name === 'string') out.name = e.name;
+  if (typeof e?.code === 'string') Object.assign(out, { code: e.code });
+  if (typeof e?.event === 'string') Object.assign(out, { event: e.event });
+  return out;
+}

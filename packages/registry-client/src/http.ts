@@ -49,7 +49,6 @@ export interface HttpOptions {
   userAgent: string;
   timeouts: Timeouts;
   maxSockets: number;
-  debug?: (line: string) => void;
 }
 
 const NO_BODY = Buffer.alloc(0);
@@ -62,14 +61,6 @@ export class Http {
     this.#opts = opts;
     const agentOpts = { keepAlive: true, maxSockets: opts.maxSockets, maxFreeSockets: opts.maxSockets, scheduling: 'lifo' as const };
     this.#agents = { http: new http.Agent(agentOpts), https: new https.Agent(agentOpts) };
-  }
-
-  get userAgent(): string {
-    return this.#opts.userAgent;
-  }
-
-  get timeouts(): Timeouts {
-    return this.#opts.timeouts;
   }
 
   /** Send one request; resolves when the response headers arrive. */
