@@ -3,8 +3,8 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { type Descriptor, type ImageIndex, MediaType, REF_NAME_ANNOTATION, digestHex, isNotFound, sha256Of } from '@mybuild/oci';
-import { hostPlatform, openStore, parsePlatform, putJsonBlob, type Store } from '@mybuild/layer-store';
+import { type Descriptor, type ImageIndex, MediaType, REF_NAME_ANNOTATION, digestHex, hostPlatform, isNotFound, parsePlatform, sha256Of } from '@mybuild/oci';
+import { openStore, putJsonBlob, type Store } from '@mybuild/layer-store';
 import { makeImage, makeIndex, pattern, rawTag, rejection, tempStore } from './helpers-store.js';
 
 const execFileP = promisify(execFile);

@@ -4,3 +4,4 @@ export * from './mediatypes.js';
 export * from './types.js';
 export * from './reference.js';
 export * from './blob.js';
+export * from './platform.js';

@@ -12,7 +12,13 @@ import {
   MyBuildError,
   parseDigest,
   type Platform,
+  formatPlatform,
+  normalizePlatform,
+  platformScore,
+  selectPlatform,
 } from '@mybuild/oci';
+
+export { formatPlatform, hostPlatform, normalizePlatform, parsePlatform } from '@mybuild/oci';
 
 /** Every manifest type the client understands, for `Accept`. Schema 1 is deliberately absent. */
 export const MANIFEST_ACCEPT = [MediaType.OciIndex, MediaType.OciManifest, MediaType.DockerManifestList, MediaType.DockerManifest].join(', ');
@@ -91,63 +97,14 @@ export function parseManifest(bytes: Uint8Array, contentType: string | undefined
   return { mediaType: mediaType!, manifest: obj as unknown as AnyManifest };
 }
 
-const ARCH_ALIASES: Record<string, { architecture: string; variant?: string }> = {
-  x86_64: { architecture: 'amd64' },
-  'x86-64': { architecture: 'amd64' },
-  x64: { architecture: 'amd64' },
-  aarch64: { architecture: 'arm64' },
-  armhf: { architecture: 'arm', variant: 'v7' },
-  armel: { architecture: 'arm', variant: 'v6' },
-  i386: { architecture: '386' },
-  ia32: { architecture: '386' },
-};
-
-/** Normalise like containerd: aliases, arm64 ⇒ v8, arm ⇒ v7, amd64 v1 ⇒ no variant. */
-export function normalizePlatform(p: Platform): Platform {
-  const os = p.os.toLowerCase();
-  let architecture = p.architecture.toLowerCase();
-  let variant = p.variant?.toLowerCase();
-  const alias = ARCH_ALIASES[architecture];
-  if (alias) {
-    architecture = alias.architecture;
-    variant ??= alias.variant;
-  }
-  if (architecture === 'arm64' && (variant === undefined || variant === '' || variant === '8')) variant = 'v8';
-  if (architecture === 'arm' && (variant === undefined || variant === '')) variant = 'v7';
-  if (architecture === 'arm' && /^[5-8]$/.test(variant ?? '')) variant = `v${variant}`;
-  if (architecture === 'amd64' && (variant === 'v1' || variant === '')) variant = undefined;
-  return { ...p, os, architecture, ...(variant === undefined ? { variant: undefined } : { variant }) };
-}
-
-/** `linux/arm64/v8` → platform. */
-export function parsePlatform(text: string): Platform {
-  const parts = text.split('/');
-  if (parts.length < 2 || parts.length > 3 || parts.some((x) => x === '')) {
-    throw new MyBuildError('INVALID_ARGUMENT', `invalid platform ${JSON.stringify(text.slice(0, 80))}`, { hint: 'a platform looks like linux/amd64 or linux/arm/v7' });
-  }
-  return normalizePlatform({ os: parts[0]!, architecture: parts[1]!, ...(parts[2] ? { variant: parts[2] } : {}) });
-}
-
-export function formatPlatform(p: Platform): string {
-  return [p.os, p.architecture, p.variant].filter(Boolean).join('/');
-}
-
-/** The platform this process runs on, in OCI terms. */
-export function hostPlatform(): Platform {
-  const arch: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', loong64: 'loong64', mips: 'mips', mipsel: 'mipsle' };
-  return normalizePlatform({ os: process.platform === 'win32' ? 'windows' : process.platform, architecture: arch[process.arch] ?? process.arch });
-}
-
+/** True when `candidate` is exactly `want` once both are normalised. */
 export function platformMatches(candidate: Platform | undefined, want: Platform): boolean {
-  if (!candidate) return false;
-  const a = normalizePlatform(candidate);
-  const b = normalizePlatform(want);
-  return a.os === b.os && a.architecture === b.architecture && (a.variant ?? '') === (b.variant ?? '');
+  return platformScore(candidate, want) === 2;
 }
 
 /** The entry of `index` for `want` (attestations and unknown platforms skipped). */
 export function selectManifest(index: ImageIndex, want: Platform, where: string): Descriptor {
-  const found = index.manifests.find((d) => platformMatches(d.platform, want));
+  const found = selectPlatform(index.manifests, want);
   if (found) return found;
   const available = index.manifests
     .filter((d) => d.platform && d.platform.os !== 'unknown')

@@ -11,12 +11,15 @@ import {
   isManifestMediaType,
   parseReference,
   shortId,
+  formatPlatform,
+  hostPlatform,
+  parsePlatform,
+  selectPlatform,
 } from '@mybuild/oci';
 import type { ContentStore, ImageRecord, ImageStore, ResolvedImage, StorePaths } from '../api.js';
 import { MAX_JSON_BLOB } from '../content/json.js';
 import { entryName, mutateIndex, normalizeTagName, readIndexFile, storedName } from './indexFile.js';
 import { parseDescriptor, parseImageConfig, parseImageIndex, parseImageManifest, parseJsonObject } from './parse.js';
-import { formatPlatform, hostPlatform, parsePlatform, selectPlatform } from './platform.js';
 
 const SHORT_ID = /^(?:sha256:)?[a-f0-9]{4,64}$/;
 const FULL_HEX = /^[a-f0-9]{64}$/;

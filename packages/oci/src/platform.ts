@@ -1,9 +1,12 @@
 import { endianness } from 'node:os';
-import { type Descriptor, MyBuildError, type Platform } from '@mybuild/oci';
+import { MyBuildError } from './errors.js';
+import type { Descriptor, Platform } from './types.js';
 
 const ARCH_ALIASES: Record<string, { architecture: string; variant?: string }> = {
   x86_64: { architecture: 'amd64' },
   'x86-64': { architecture: 'amd64' },
+  x64: { architecture: 'amd64' },
+  ia32: { architecture: '386' },
   aarch64: { architecture: 'arm64' },
   armhf: { architecture: 'arm', variant: 'v7' },
   armel: { architecture: 'arm', variant: 'v6' },
@@ -11,7 +14,7 @@ const ARCH_ALIASES: Record<string, { architecture: string; variant?: string }> =
   i686: { architecture: '386' },
 };
 
-/** Fill in the default variants (arm64 → v8, arm → v7) and map arch aliases, as containerd's platforms package does. */
+/** Fill in the default variants (arm64 → v8, arm → v7, amd64 v1 → none) and map arch aliases, as containerd's platforms package does. */
 export function normalizePlatform(p: Platform): Platform {
   const os = p.os.toLowerCase();
   let architecture = p.architecture.toLowerCase();
@@ -24,8 +27,13 @@ export function normalizePlatform(p: Platform): Platform {
   if (architecture === 'arm64' && (variant === undefined || variant === '8')) variant = 'v8';
   if (architecture === 'arm' && variant === undefined) variant = 'v7';
   if (architecture === 'arm' && /^[5-8]$/.test(variant ?? '')) variant = `v${variant}`;
-  return { ...p, os, architecture, ...(variant === undefined ? {} : { variant }) };
+  if (architecture === 'amd64' && variant === 'v1') variant = undefined;
+  const out: Platform = { ...p, os, architecture };
+  if (variant === undefined) delete out.variant;
+  else out.variant = variant;
+  return out;
 }
+
 
 /** Parse `os/arch[/variant]` (e.g. `linux/arm64/v8`). */
 export function parsePlatform(spec: string): Platform {
