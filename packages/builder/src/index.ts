@@ -1,1 +1,2 @@
-export {};
+export * from './frontend/index.js';
+export * from './sandbox/index.js';
