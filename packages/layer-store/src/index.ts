@@ -21,3 +21,4 @@ export { saveArchive, saveArchiveFile, type ArchiveFormat, type SaveOptions } fr
 export { writeLayer, type WriteLayerOptions, type WrittenLayer } from './diff/writeLayer.js';
 export { layerTar, TAR_CHUNK, type LayerTarOptions, type TarStats } from './diff/layerTar.js';
 export { walkLayer, isLayerXattr, type DiffMode, type LayerEntry, type WalkLayerOptions } from './diff/walkLayer.js';
+export { contentBlobSink, contentBlobSource, type ContentBlobSourceOptions } from './content/blobs.js';

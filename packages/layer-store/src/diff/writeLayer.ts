@@ -1,0 +1,139 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { Readable, type Transform, type TransformOptions } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { type ZlibOptions, createGzip } from 'node:zlib';
+import { CompressStream } from 'zstd-napi';
+import { type Compression, type Digest, MyBuildError, layerMediaTypeFor } from '@mybuild/oci';
+import type { ContentStore, ContentWriter } from '../api.js';
+import { type LayerTarOptions, type TarStats, TAR_CHUNK, layerTar } from './layerTar.js';
+
+export interface WriteLayerOptions extends LayerTarOptions {
+  /** Where the blob goes (through a content writer: checked, fsynced, renamed into blobs/). */
+  store: ContentStore;
+  /** Default `gzip`. */
+  compression?: Compression;
+  /** gzip 0–9 (default 6), zstd 1–22 (default 3). */
+  level?: number;
+  /** Docker media types (`application/vnd.docker.image.rootfs.diff.tar…`) instead of OCI ones. */
+  docker?: boolean;
+  /** Ingest ref (default: a fresh one per call). */
+  ref?: string;
+}
+
+/** What {@link writeLayer} stored: enough for a manifest's layer descriptor and the config's diff_ids. */
+export interface WrittenLayer {
+  /** sha256 of the uncompressed tar (the image config's rootfs.diff_ids entry). */
+  diffId: Digest;
+  /** Digest of the blob as stored (compressed). */
+  digest: Digest;
+  /** Bytes of the blob as stored. */
+  size: number;
+  /** Bytes of the uncompressed tar. */
+  uncompressedSize: number;
+  mediaType: string;
+  compression: Compression;
+  /** Tar entries written (whiteouts and hardlinks included). */
+  entries: number;
+}
+
+const DEFAULT_LEVEL: Record<Compression, number> = { none: 0, gzip: 6, zstd: 3 };
+const LEVELS: Record<Compression, [number, number]> = { none: [0, 0], gzip: [0, 9], zstd: [1, 22] };
+
+/** gzip output chunk: larger than zlib's 16 KiB default, so the store sees fewer, bigger writes. */
+const GZIP_CHUNK = 256 * 1024;
+/**
+ * Tar chunks read ahead of the compressor: reading (main thread) and compressing (zlib's thread
+ * pool, zstd's worker) overlap, and a slow chunk on either side does not stall the other.
+ */
+const READ_AHEAD = 4;
+
+/**
+ * Turn `dir` into a layer blob in `opts.store`, in one pass: the tar (see {@link layerTar}) is
+ * hashed for the diffID and streamed through the compressor into a content writer, which hashes
+ * and counts the blob as it writes it. The data is read once and never held whole.
+ *
+ * Deterministic: the same tree (names, contents, modes, owners, mtimes, xattrs, links) gives
+ * the same diffID and, with the same compressor version and level, the same digest.
+ */
+export async function writeLayer(dir: string, opts: WriteLayerOptions): Promise<WrittenLayer> {
+  const compression = opts.compression ?? 'gzip';
+  const level = checkOptions(compression, opts);
+  const stats: TarStats = { entries: 0, bytes: 0 };
+  // Uncompressed, the blob is the tar: the writer's own digest is the diffID.
+  const diff = compression === 'none' ? undefined : createHash('sha256');
+  function* hashed(): Generator<Buffer> {
+    for (const chunk of layerTar(dir, opts, stats)) {
+      diff?.update(chunk);
+      yield chunk;
+    }
+  }
+  const writer = await openWriter(opts.store, opts.ref ?? `layer-${randomUUID()}`);
+  try {
+    const buffered = READ_AHEAD * (opts.chunkSize ?? TAR_CHUNK);
+    const source = Readable.from(hashed(), { objectMode: false, highWaterMark: buffered });
+    if (compression === 'none') await pipeline(source, writer.stream());
+    else await pipeline(source, compressor(compression, level, buffered), writer.stream());
+    const blob = await writer.commit();
+    return {
+      diffId: diff ? (`sha256:${diff.digest('hex')}` as Digest) : blob.digest,
+      digest: blob.digest,
+      size: blob.size,
+      uncompressedSize: stats.bytes,
+      mediaType: layerMediaTypeFor(compression, opts.docker ?? false),
+      compression,
+      entries: stats.entries,
+    };
+  } catch (err) {
+    await writer.abort().catch(() => {});
+    throw err;
+  }
+}
+
+function compressor(compression: 'gzip' | 'zstd', level: number, buffered: number): Transform {
+  if (compression === 'gzip') {
+    // zlib hands its options to Transform too: highWaterMark sizes its buffers.
+    const options: ZlibOptions & TransformOptions = { level, chunkSize: GZIP_CHUNK, highWaterMark: buffered };
+    return createGzip(options);
+  }
+  return new CompressStream({
+    compressionLevel: level,
+    // A checksum in the frame (as the zstd CLI writes) lets `zstd -t` check a blob on its own.
+    checksumFlag: true,
+    // Compress on zstd's own thread while this one reads files. The output is the same for any
+    // nbWorkers ≥ 1 (it differs from nbWorkers = 0): fixed here, so digests do not depend on the
+    // machine's core count.
+    nbWorkers: 1,
+  });
+}
+
+/** A writer at offset 0: a leftover ingest under the same ref is dropped, the tar starts at byte 0. */
+async function openWriter(store: ContentStore, ref: string): Promise<ContentWriter> {
+  const w = await store.writer(ref);
+  if (w.offset === 0) return w;
+  await w.abort();
+  const fresh = await store.writer(ref);
+  if (fresh.offset !== 0) {
+    await fresh.abort();
+    throw new MyBuildError('FAILED_PRECONDITION', `ingest ${JSON.stringify(ref)} is not empty after it was dropped`, { hint: 'use another ref' });
+  }
+  return fresh;
+}
+
+function checkOptions(compression: Compression, opts: WriteLayerOptions): number {
+  const range = LEVELS[compression];
+  if (range === undefined) {
+    throw new MyBuildError('INVALID_ARGUMENT', `unknown layer compression ${JSON.stringify(compression)}`, { hint: 'use none, gzip or zstd' });
+  }
+  const level = opts.level ?? DEFAULT_LEVEL[compression];
+  if (compression !== 'none' && (!Number.isInteger(level) || level < range[0] || level > range[1])) {
+    throw new MyBuildError('INVALID_ARGUMENT', `${compression} level ${level} is out of range`, { hint: `use ${range[0]}–${range[1]}` });
+  }
+  const epoch = opts.sourceDateEpoch;
+  if (epoch !== undefined && (!Number.isSafeInteger(epoch) || epoch < 0)) {
+    throw new MyBuildError('INVALID_ARGUMENT', `SOURCE_DATE_EPOCH ${epoch} is not a number of seconds since 1970`);
+  }
+  if (opts.mode !== 'overlay-upper' && opts.mode !== 'plain') {
+    throw new MyBuildError('INVALID_ARGUMENT', `unknown diff mode ${JSON.stringify(opts.mode)}`, { hint: 'use overlay-upper or plain' });
+  }
+  return level;
+}
