@@ -61,12 +61,23 @@ static napi_value throw_errno(napi_env env, int e, const char *syscall, const ch
   return NULL;
 }
 
+// Copy a JS string into buf (cap bytes, NUL included), whole or not at all: N-API truncates a
+// string that does not fit at a character boundary, which would name another (shorter) path,
+// and a NUL inside it would end the C string early (another name again).
 static int get_string(napi_env env, napi_value v, char *buf, size_t cap) {
-  size_t len = 0;
-  if (napi_get_value_string_utf8(env, v, buf, cap, &len) != napi_ok) return -1;
-  if (len >= cap - 1) return -1;
+  size_t need = 0, len = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &need) != napi_ok) return -1;
+  if (need >= cap) return -1;
+  if (napi_get_value_string_utf8(env, v, buf, cap, &len) != napi_ok || len != need) return -1;
+  if (strlen(buf) != len) return -1;
   return 0;
 }
+
+#define TYPE_ERROR(msg)                                                \
+  do {                                                                 \
+    napi_throw_type_error(env, NULL, msg);                             \
+    return NULL;                                                       \
+  } while (0)
 
 #define ARGS(n)                                                        \
   size_t argc = n;                                                     \
@@ -80,14 +91,14 @@ static int get_string(napi_env env, napi_value v, char *buf, size_t cap) {
 #define PATH_ARG(i, var)                                               \
   char var[PATH_MAX_LEN];                                              \
   if (get_string(env, argv[i], var, sizeof var) != 0) {                \
-    napi_throw_type_error(env, NULL, "path must be a string < 4096");  \
+    napi_throw_type_error(env, NULL, "path must be a string of < 4096 bytes without NUL"); \
     return NULL;                                                       \
   }
 
 #define NAME_ARG(i, var)                                               \
   char var[NAME_MAX_LEN];                                              \
   if (get_string(env, argv[i], var, sizeof var) != 0) {                \
-    napi_throw_type_error(env, NULL, "name must be a string < 256");   \
+    napi_throw_type_error(env, NULL, "name must be a string of < 256 bytes without NUL"); \
     return NULL;                                                       \
   }
 
@@ -96,9 +107,9 @@ static napi_value js_mknod(napi_env env, napi_callback_info info) {
   ARGS(4);
   PATH_ARG(0, path);
   uint32_t mode, major, minor;
-  napi_get_value_uint32(env, argv[1], &mode);
-  napi_get_value_uint32(env, argv[2], &major);
-  napi_get_value_uint32(env, argv[3], &minor);
+  if (napi_get_value_uint32(env, argv[1], &mode) != napi_ok || napi_get_value_uint32(env, argv[2], &major) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &minor) != napi_ok)
+    TYPE_ERROR("mode, major and minor must be numbers");
   if (mknod(path, (mode_t)mode, makedev(major, minor)) != 0) return throw_errno(env, errno, "mknod", path);
   return NULL;
 }
@@ -133,9 +144,9 @@ static napi_value js_lgetxattr(napi_env env, napi_callback_info info) {
       }
       return throw_errno(env, errno, "lgetxattr", path);
     }
-    void *buf;
+    void *buf = NULL;
     napi_value out;
-    napi_create_buffer(env, (size_t)n, &buf, &out);
+    if (napi_create_buffer(env, (size_t)n, &buf, &out) != napi_ok || (n > 0 && buf == NULL)) return throw_errno(env, ENOMEM, "lgetxattr", path);
     ssize_t m = n == 0 ? 0 : lgetxattr(path, name, buf, (size_t)n);
     if (m < 0) {
       if (errno == ERANGE) continue;
@@ -143,7 +154,7 @@ static napi_value js_lgetxattr(napi_env env, napi_callback_info info) {
     }
     if (m == n) return out;
     napi_value slice;
-    napi_create_buffer_copy(env, (size_t)m, buf, NULL, &slice);
+    if (napi_create_buffer_copy(env, (size_t)m, buf, NULL, &slice) != napi_ok) return throw_errno(env, ENOMEM, "lgetxattr", path);
     return slice;
   }
   return throw_errno(env, ERANGE, "lgetxattr", path);
@@ -204,9 +215,9 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
   ARGS(3);
   int32_t fd;
   bool exclusive, wait;
-  napi_get_value_int32(env, argv[0], &fd);
-  napi_get_value_bool(env, argv[1], &exclusive);
-  napi_get_value_bool(env, argv[2], &wait);
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_bool(env, argv[1], &exclusive) != napi_ok ||
+      napi_get_value_bool(env, argv[2], &wait) != napi_ok)
+    TYPE_ERROR("flock(fd: number, exclusive: boolean, wait: boolean)");
   int op = exclusive ? LOCK_EX : LOCK_SH;
   if (!wait) op |= LOCK_NB;
   int r;
@@ -227,7 +238,7 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
 static napi_value js_funlock(napi_env env, napi_callback_info info) {
   ARGS(1);
   int32_t fd;
-  napi_get_value_int32(env, argv[0], &fd);
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) TYPE_ERROR("fd must be a number");
   if (flock(fd, LOCK_UN) != 0) return throw_errno(env, errno, "flock", NULL);
   return NULL;
 }
@@ -274,7 +285,7 @@ static napi_value js_lutimens(napi_env env, napi_callback_info info) {
 static napi_value js_futimens(napi_env env, napi_callback_info info) {
   ARGS(5);
   int32_t fd;
-  napi_get_value_int32(env, argv[0], &fd);
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) TYPE_ERROR("fd must be a number");
   struct timespec ts[2];
   if (get_timespecs(env, argv + 1, ts) != 0) return NULL;
   if (futimens(fd, ts) != 0) return throw_errno(env, errno, "futimens", NULL);
@@ -285,7 +296,7 @@ static napi_value js_futimens(napi_env env, napi_callback_info info) {
 static napi_value js_devnums(napi_env env, napi_callback_info info) {
   ARGS(1);
   double rdev;
-  napi_get_value_double(env, argv[0], &rdev);
+  if (napi_get_value_double(env, argv[0], &rdev) != napi_ok || !(rdev >= 0)) TYPE_ERROR("rdev must be a number");
   dev_t d = (dev_t)rdev;
   napi_value arr, a, b;
   napi_create_array_with_length(env, 2, &arr);

@@ -3,8 +3,8 @@ import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createHash } from 'node:crypto';
-import * as tar from 'tar-stream';
 import {
+  type Compression,
   type Descriptor,
   type Digest,
   type ImageConfig,
@@ -26,6 +26,8 @@ import type { BlobInfo, ContentStore } from '../api.js';
 import type { Store } from '../store.js';
 import { withImportLease } from '../gc/gc.js';
 import { openPlain } from '../extract/decompress.js';
+import { createTarReader } from '../extract/tarReader.js';
+import { DEFAULT_MAX_LAYER_BYTES } from '../extract/applyLayer.js';
 
 /** Cap on the small JSON files of an archive (manifest.json, index.json, configs). */
 const MAX_JSON = 8 * 1024 * 1024;
@@ -44,6 +46,8 @@ export interface LoadedImage {
 export interface LoadOptions {
   /** called after each archive member is stored */
   onProgress?: (event: { member: string; bytes: number }) => void;
+  /** Bound on what a docker-archive layer may expand to while its diffID is computed (default {@link DEFAULT_MAX_LAYER_BYTES}). */
+  maxLayerBytes?: number;
 }
 
 interface Member {
@@ -76,9 +80,12 @@ export async function loadArchive(store: Store, input: Readable, where: string, 
     let inMemory = 0;
     const plain = await openPlain(input, undefined, where);
     const stream = Readable.from(plain.chunks, { objectMode: false });
-    const extract = tar.extract();
+    // The layer reader's framing (as docker reads archives): nothing after the end-of-archive
+    // marker, no PAX global headers, no bodies for links; sizes that do not parse are refused.
+    const { extract, recordsFor } = createTarReader(where);
     extract.on('entry', (header, entry, next) => {
       void (async () => {
+        recordsFor(header);
         const name = memberName(header.name);
         if (name === undefined) {
           entry.resume();
@@ -98,8 +105,9 @@ export async function loadArchive(store: Store, input: Readable, where: string, 
         const base = posix.basename(name);
         const metadata = base.endsWith('.json') || base === 'repositories' || base === 'oci-layout';
         // Metadata and small legacy members (<id>/json, <id>/VERSION, tiny layers) stay in
-        // memory, within a bound; a layer among them is stored when an image names it.
-        if (!name.startsWith('blobs/') && (metadata || (size <= SMALL_MEMBER && inMemory + size <= MAX_IN_MEMORY))) {
+        // memory, within one bound for all; a layer among them is stored when an image names
+        // it. Beyond the bound, members go to the content store (and are read back from there).
+        if (!name.startsWith('blobs/') && (metadata || size <= SMALL_MEMBER) && inMemory + size <= MAX_IN_MEMORY) {
           if (size > MAX_JSON) throw archiveError(where, `${name} is ${size} bytes, more than the ${MAX_JSON} allowed for a metadata file`);
           inMemory += size;
           const chunks: Buffer[] = [];
@@ -142,7 +150,7 @@ export async function loadArchive(store: Store, input: Readable, where: string, 
       }
       return undefined;
     };
-    if (members.has('manifest.json')) return importDockerArchive(store, where, resolve);
+    if (members.has('manifest.json')) return importDockerArchive(store, where, resolve, opts.maxLayerBytes ?? DEFAULT_MAX_LAYER_BYTES);
     if (members.has('index.json')) return importOciArchive(store, where, resolve);
     throw archiveError(where, 'neither manifest.json (docker-archive) nor index.json (OCI archive) found', 'make the archive with `mybuild save`, `docker save` or skopeo');
   });
@@ -180,10 +188,24 @@ interface DockerArchiveEntry {
   Layers?: unknown;
 }
 
-async function importDockerArchive(store: Store, where: string, resolve: (n: string) => Member | undefined): Promise<LoadedImage[]> {
+async function importDockerArchive(store: Store, where: string, resolve: (n: string) => Member | undefined, maxLayerBytes: number): Promise<LoadedImage[]> {
   const { value: entries } = await memberJson<DockerArchiveEntry[]>(store.content, resolve('manifest.json'), where, 'manifest.json');
   if (!Array.isArray(entries) || entries.length === 0) throw archiveError(where, 'manifest.json lists no images');
   const out: LoadedImage[] = [];
+  // Once per blob: manifest.json may name one layer any number of times.
+  const layerInfo = new Map<Digest, Promise<{ compression: Compression; diffId: Digest }>>();
+  const inspect = (digest: Digest): Promise<{ compression: Compression; diffId: Digest }> => {
+    let p = layerInfo.get(digest);
+    if (!p) {
+      p = (async () => {
+        const compression = await blobCompression(store.content, digest);
+        const diffId = compression === 'none' ? digest : await uncompressedDigest(store.content, digest, compression, maxLayerBytes);
+        return { compression, diffId };
+      })();
+      layerInfo.set(digest, p);
+    }
+    return p;
+  };
   for (const [i, e] of entries.entries()) {
     const at = `${where}: manifest.json[${i}]`;
     if (typeof e !== 'object' || e === null || typeof e.Config !== 'string' || !Array.isArray(e.Layers) || !e.Layers.every((l) => typeof l === 'string')) {
@@ -201,8 +223,7 @@ async function importDockerArchive(store: Store, where: string, resolve: (n: str
       const m = resolve(path);
       if (!m) throw new MyBuildError('INVALID_ARGUMENT', `layer ${path} is missing from the archive`, { where: at });
       const blob = m.kind === 'blob' ? m.blob! : await store.content.putBytes(m.json!);
-      const compression = await blobCompression(store.content, blob.digest);
-      const diffId = compression === 'none' ? blob.digest : await uncompressedDigest(store.content, blob.digest, compression);
+      const { compression, diffId } = await inspect(blob.digest);
       const expected = parseDigest(String(diffIds[j]), `${at}: rootfs.diff_ids[${j}]`);
       if (diffId !== expected) {
         throw new MyBuildError('DIGEST_MISMATCH', `layer ${path} has diff ID ${diffId}, config says ${expected}`, { where: at });
@@ -236,10 +257,11 @@ async function importOciArchive(store: Store, where: string, resolve: (n: string
   const { value: index } = await memberJson<ImageIndex>(store.content, resolve('index.json'), where, 'index.json');
   if (!index || !Array.isArray(index.manifests)) throw archiveError(where, 'index.json has no manifests list');
   const out: LoadedImage[] = [];
+  const checked = new Set<string>();
   for (const [i, raw] of index.manifests.entries()) {
     const at = `${where}: index.json manifests[${i}]`;
     const descriptor = checkDescriptor(raw, at);
-    await checkReachable(store.content, descriptor, at, 0);
+    await checkReachable(store.content, descriptor, at, 0, checked);
     const annotations = descriptor.annotations ?? {};
     const full = annotations['io.containerd.image.name'];
     const refName = annotations[REF_NAME_ANNOTATION];
@@ -263,8 +285,12 @@ function checkDescriptor(raw: unknown, where: string): Descriptor {
   return { ...d, digest: parseDigest(String(d.digest), where) } as Descriptor;
 }
 
-/** Every blob a manifest or index names must be in the store (foreign layers with urls excepted). */
-async function checkReachable(content: ContentStore, d: Descriptor, where: string, depth: number): Promise<void> {
+/**
+ * Every blob a manifest or index names must be in the store (foreign layers with urls excepted).
+ * A document is read and walked once (`checked`): indexes naming the same children over and over
+ * would otherwise cost fan-out to the power of the depth.
+ */
+async function checkReachable(content: ContentStore, d: Descriptor, where: string, depth: number, checked: Set<string>): Promise<void> {
   if (depth > 4) throw new MyBuildError('INVALID_ARGUMENT', 'indexes nested too deeply', { where });
   const info = await content.info(d.digest).catch(() => undefined);
   if (!info) {
@@ -272,15 +298,18 @@ async function checkReachable(content: ContentStore, d: Descriptor, where: strin
     throw new MyBuildError('INVALID_ARGUMENT', `blob ${d.digest} is missing from the archive`, { where });
   }
   if (info.size !== d.size) throw new MyBuildError('INVALID_ARGUMENT', `blob ${d.digest} has ${info.size} bytes, descriptor says ${d.size}`, { where });
+  const key = `${d.mediaType} ${d.digest}`; // the media type decides how the blob is walked
+  if (checked.has(key)) return;
+  checked.add(key);
   if (isIndexMediaType(d.mediaType)) {
     const idx = parseJson<ImageIndex>(await content.readBytes(d.digest, MAX_JSON), where, `index ${d.digest}`);
     if (!Array.isArray(idx.manifests)) throw new MyBuildError('INVALID_ARGUMENT', `index ${d.digest} has no manifests`, { where });
-    for (const [i, m] of idx.manifests.entries()) await checkReachable(content, checkDescriptor(m, `${where} → manifests[${i}]`), `${where} → manifests[${i}]`, depth + 1);
+    for (const [i, m] of idx.manifests.entries()) await checkReachable(content, checkDescriptor(m, `${where} → manifests[${i}]`), `${where} → manifests[${i}]`, depth + 1, checked);
   } else if (d.mediaType === MediaType.OciManifest || d.mediaType === MediaType.DockerManifest) {
     const m = parseJson<ImageManifest>(await content.readBytes(d.digest, MAX_JSON), where, `manifest ${d.digest}`);
     if (!m.config || !Array.isArray(m.layers)) throw new MyBuildError('INVALID_ARGUMENT', `manifest ${d.digest} needs config and layers`, { where });
-    await checkReachable(content, checkDescriptor(m.config, `${where} → config`), `${where} → config`, depth + 1);
-    for (const [i, l] of m.layers.entries()) await checkReachable(content, checkDescriptor(l, `${where} → layers[${i}]`), `${where} → layers[${i}]`, depth + 1);
+    await checkReachable(content, checkDescriptor(m.config, `${where} → config`), `${where} → config`, depth + 1, checked);
+    for (const [i, l] of m.layers.entries()) await checkReachable(content, checkDescriptor(l, `${where} → layers[${i}]`), `${where} → layers[${i}]`, depth + 1, checked);
   }
 }
 
@@ -295,9 +324,19 @@ async function blobCompression(content: ContentStore, digest: Digest) {
   return sniffCompression(head);
 }
 
-async function uncompressedDigest(content: ContentStore, digest: Digest, compression: 'gzip' | 'zstd'): Promise<Digest> {
+async function uncompressedDigest(content: ContentStore, digest: Digest, compression: 'gzip' | 'zstd', maxBytes: number): Promise<Digest> {
   const h = createHash('sha256');
   const plain = await openPlain(await content.read(digest), compression, digest);
-  for await (const c of plain.chunks) h.update(c);
+  let bytes = 0;
+  for await (const c of plain.chunks) {
+    bytes += c.length;
+    if (bytes > maxBytes) {
+      throw new MyBuildError('SIZE_EXCEEDED', `layer expands to more than ${maxBytes} bytes`, {
+        where: digest,
+        hint: 'the layer is a decompression bomb or larger than the configured bound',
+      });
+    }
+    h.update(c);
+  }
   return `sha256:${h.digest('hex')}` as Digest;
 }

@@ -111,7 +111,7 @@ export async function applyLayer(stream: Readable, targetDir: string, opts: Appl
     const extraction = new Extraction(root, readdirSync(root).length === 0, opts, what);
     const plain = await openPlain(stream, opts.compression, what);
     compression = plain.compression;
-    const { extract, recordsFor } = createTarReader();
+    const { extract, recordsFor } = createTarReader(what);
     const sink = extract as unknown as Sink;
 
     const feeding = (async () => {
@@ -246,6 +246,12 @@ class Extraction {
   /** Every path this extraction created (entries, implicit dirs, whiteouts). */
   readonly #made = new Set<string>();
   readonly #dirTimes = new Map<string, PendingDir>();
+  /**
+   * flatten: directories #purge already walked. Below them only paths of this layer remain
+   * (nothing of the lower layers comes back), so a repeated whiteout or opaque marker there has
+   * nothing left to delete: without this, each costs a walk of the layer's whole tree.
+   */
+  readonly #purged = new Set<string>();
 
   constructor(root: string, rootIsEmpty: boolean, opts: ApplyLayerOptions, what: string) {
     this.#what = what;
@@ -256,7 +262,12 @@ class Extraction {
     this.#r = new RootResolver(root, rootIsEmpty, {
       sameOwner: this.#sameOwner,
       what,
-      onCreate: (rel) => this.#made.add(rel),
+      // A directory the layer's paths needed (also one met only inside a symlink's target)
+      // is the layer's own, as its entries are: whiteouts spare it.
+      onCreate: (rel) => {
+        this.#made.add(rel);
+        this.#addUpper(rel);
+      },
       replaceNonDir: (rel, st) => {
         // overlay: a path under a whited-out name recreates it as a directory hiding the lower one
         if (this.#flatten || !isWhiteoutDevice(st)) return false;
@@ -327,7 +338,7 @@ class Extraction {
     const parentRel = this.#r.resolveDir(parts.slice(0, -1), true, name)!;
     const rel = parentRel === '' ? base : `${parentRel}/${base}`;
     const host = this.#r.host(rel);
-    if (host.length >= PATH_MAX) throw unsafeEntry(name, `the path is longer than ${PATH_MAX - 1} bytes`, what);
+    if (Buffer.byteLength(host) >= PATH_MAX) throw unsafeEntry(name, `the path is longer than ${PATH_MAX - 1} bytes`, what);
 
     if (type === 'link' && linkTarget === rel) {
       this.#addUpper(rel);
@@ -369,7 +380,13 @@ class Extraction {
       default: {
         const meta = this.#meta(h, rec);
         const kind = type === 'character-device' ? S_IFCHR : type === 'block-device' ? S_IFBLK : S_IFIFO;
-        sys().mknod(host, kind | (meta.mode & 0o777), type === 'fifo' ? 0 : h.devmajor, type === 'fifo' ? 0 : h.devminor);
+        const [major, minor] = type === 'fifo' ? [0, 0] : [h.devmajor, h.devminor];
+        for (const v of [major, minor]) {
+          if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > 0xffffffff) {
+            throw new MyBuildError('INVALID_ARGUMENT', `tar entry ${JSON.stringify(name)} has an invalid device number ${String(v)}`, { where: what });
+          }
+        }
+        sys().mknod(host, kind | (meta.mode & 0o777), major!, minor!);
         if (this.#sameOwner) lchownSync(host, meta.uid, meta.gid);
         chmodSync(host, meta.mode); // a node we just made: no symlink to follow
         this.#setXattrs(host, meta.xattrs, false);
@@ -468,7 +485,7 @@ class Extraction {
       if (lstatSync(host, { throwIfNoEntry: false })?.isDirectory()) this.#markOpaque(rel);
       return;
     }
-    if (host.length >= PATH_MAX) throw unsafeEntry(name, `the path is longer than ${PATH_MAX - 1} bytes`, what);
+    if (Buffer.byteLength(host) >= PATH_MAX) throw unsafeEntry(name, `the path is longer than ${PATH_MAX - 1} bytes`, what);
     const existing = this.#r.isFresh(parentRel) && !this.#made.has(rel) ? undefined : lstatSync(host, { throwIfNoEntry: false });
     if (existing) this.#remove(host, existing);
     sys().mknod(host, S_IFCHR, 0, 0);
@@ -484,6 +501,14 @@ class Extraction {
    * `opaque` — except paths this layer extracted and their ancestors.
    */
   #purge(rel: string, opaque: boolean): void {
+    for (let a = rel; ; a = a.slice(0, Math.max(a.lastIndexOf('/'), 0))) {
+      if (this.#purged.has(a)) return;
+      if (a === '') break;
+    }
+    this.#purgeWalk(rel, opaque);
+  }
+
+  #purgeWalk(rel: string, opaque: boolean): void {
     const host = this.#r.host(rel);
     const st = lstatSync(host, { throwIfNoEntry: false });
     if (!st) return;
@@ -494,8 +519,9 @@ class Extraction {
     if (!st.isDirectory()) return;
     for (const child of readdirSync(host)) {
       const crel = rel === '' ? child : `${rel}/${child}`;
-      this.#purge(crel, false);
+      this.#purgeWalk(crel, false);
     }
+    this.#purged.add(rel);
   }
 
   #remove(host: string, st: Stats): void {
@@ -557,10 +583,11 @@ class Extraction {
       }
     }
     for (const [n, v] of xattrs) {
-      if (forbiddenXattr(n) || n === this.#opaqueXattr) continue;
-      if (n === '' || Buffer.byteLength(n) > 255) {
+      // A NUL would end the name in C: "security.selinux\0x" must not pass as another name.
+      if (n === '' || n.includes('\0') || Buffer.byteLength(n) > 255) {
         throw new MyBuildError('INVALID_ARGUMENT', `invalid xattr name ${JSON.stringify(n.slice(0, 80))}`, { where: this.#what });
       }
+      if (forbiddenXattr(n) || n === this.#opaqueXattr) continue;
       try {
         s.lsetxattr(host, n, v);
       } catch (err) {

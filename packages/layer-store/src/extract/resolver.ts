@@ -25,8 +25,32 @@ export interface ResolverOptions {
   what: string;
 }
 
-/** securejoin's bound on symlinks followed while resolving one path. */
-const MAX_SYMLINKS = 255;
+/** Symlinks followed while resolving one path: Linux's MAXSYMLINKS (a path needing more cannot be used in the container either). */
+const MAX_SYMLINKS = 40;
+/**
+ * Components walked while resolving one path, symlink targets included. A legitimate path has
+ * at most PATH_MAX / 2 components plus a few short symlink targets; without a bound, a chain of
+ * long symlinks makes one 512-byte entry cost seconds.
+ */
+const MAX_STEPS = 16 * 1024;
+
+/** A directory known to be real (no symlink on its path), keyed by name under its parent. */
+interface DirNode {
+  rel: string;
+  parent: DirNode | undefined;
+  children: Map<string, DirNode>;
+  /** Created by this extraction: everything inside it is known to the caller. */
+  fresh: boolean;
+}
+
+function newNode(rel: string, parent: DirNode | undefined, fresh: boolean): DirNode {
+  return { rel, parent, children: new Map(), fresh };
+}
+
+function parentRel(rel: string): string {
+  const i = rel.lastIndexOf('/');
+  return i < 0 ? '' : rel.slice(0, i);
+}
 
 /**
  * Resolves archive paths to directories inside one root, the way securejoin / containerd's
@@ -38,7 +62,8 @@ const MAX_SYMLINKS = 255;
  * Paths returned are "real" root-relative paths: every component is a directory, not a
  * symlink, at the time of resolution. That makes them cacheable: {@link forget} must be
  * called whenever a directory inside the root is removed, so a cached path can never come
- * to traverse a symlink created later.
+ * to traverse a symlink created later. Known directories form a tree, so each step of a walk
+ * costs the same however deep it is.
  *
  * Not safe against another process changing the tree at the same time (neither is
  * containerd's); the store only extracts into private temp directories.
@@ -46,15 +71,15 @@ const MAX_SYMLINKS = 255;
 export class RootResolver {
   readonly root: string;
   readonly #opts: ResolverOptions;
-  /** Real root-relative paths known to be directories ('' is the root). */
-  readonly #dirs = new Set<string>(['']);
-  /** Directories created by this extraction: everything inside them is known to the caller. */
-  readonly #fresh = new Set<string>();
+  readonly #top: DirNode;
+  /** Every known directory by its real root-relative path ('' is the root). */
+  readonly #byRel = new Map<string, DirNode>();
 
   constructor(root: string, rootIsEmpty: boolean, opts: ResolverOptions) {
     this.root = root;
     this.#opts = opts;
-    if (rootIsEmpty) this.#fresh.add('');
+    this.#top = newNode('', undefined, rootIsEmpty);
+    this.#byRel.set('', this.#top);
   }
 
   host(rel: string): string {
@@ -63,20 +88,21 @@ export class RootResolver {
 
   /** True when `rel` was created by this extraction (so a name in it exists only if we made it). */
   isFresh(rel: string): boolean {
-    return this.#fresh.has(rel);
+    return this.#byRel.get(rel)?.fresh ?? false;
   }
 
   /** Record a directory just created (fresh) or verified (not fresh) at a real path. */
   addDir(rel: string, fresh: boolean): void {
-    this.#dirs.add(rel);
-    if (fresh) this.#fresh.add(rel);
+    const parent = this.#byRel.get(parentRel(rel));
+    if (parent) this.#add(parent, rel.slice(rel.lastIndexOf('/') + 1), fresh);
   }
 
   /** Drop every cached fact: call after removing a directory (or anything that may be one). */
   forget(): void {
-    this.#dirs.clear();
-    this.#dirs.add('');
-    this.#fresh.clear();
+    this.#top.children.clear();
+    this.#top.fresh = false;
+    this.#byRel.clear();
+    this.#byRel.set('', this.#top);
   }
 
   /**
@@ -85,69 +111,85 @@ export class RootResolver {
    * `entry` names the tar entry in errors.
    */
   resolveDir(parts: readonly string[], create: boolean, entry: string): string | undefined {
-    const joined = parts.join('/');
-    if (this.#dirs.has(joined)) return joined;
+    const known = this.#byRel.get(parts.join('/'));
+    if (known) return known.rel;
     const pending: string[] = [];
     for (let i = parts.length - 1; i >= 0; i--) pending.push(parts[i]!);
-    const stack: string[] = [];
-    let cur = '';
+    let node = this.#top;
     let links = 0;
+    let steps = 0;
     while (pending.length > 0) {
+      if (++steps > MAX_STEPS) throw unsafeEntry(entry, 'resolving its parents takes too many steps (symlinks with long targets)', this.#opts.what);
       const c = pending.pop()!;
       if (c === '' || c === '.') continue;
       if (c === '..') {
-        stack.pop(); // clamped: `..` at the root stays at the root
-        cur = stack.join('/');
+        node = node.parent ?? node; // clamped: `..` at the root stays at the root
         continue;
       }
-      const rel = cur === '' ? c : `${cur}/${c}`;
-      if (!this.#dirs.has(rel)) {
-        const host = this.host(rel);
-        if (host.length >= PATH_MAX) throw unsafeEntry(entry, `the path is longer than ${PATH_MAX - 1} bytes`, this.#opts.what);
-        const st = lstatSync(host, { throwIfNoEntry: false });
-        if (st === undefined) {
-          if (!create) return undefined;
-          this.#mkdir(rel);
-        } else if (st.isSymbolicLink()) {
-          if (++links > MAX_SYMLINKS) throw unsafeEntry(entry, 'too many levels of symbolic links in its parents', this.#opts.what);
-          const target = readlinkSync(host);
-          if (target.startsWith('/')) {
-            stack.length = 0;
-            cur = '';
-          }
-          const tparts = target.split('/');
-          for (let i = tparts.length - 1; i >= 0; i--) pending.push(tparts[i]!);
-          continue;
-        } else if (st.isDirectory()) {
-          this.#dirs.add(rel);
-        } else if (create && this.#opts.replaceNonDir?.(rel, st)) {
-          this.#dirs.add(rel);
-          this.#fresh.add(rel);
-        } else {
-          throw new MyBuildError('INVALID_ARGUMENT', `tar entry ${JSON.stringify(entry)}: parent ${JSON.stringify(rel)} is not a directory`, {
-            where: this.#opts.what,
-          });
-        }
+      const child = node.children.get(c);
+      if (child) {
+        node = child;
+        continue;
       }
-      stack.push(c);
-      cur = rel;
+      const rel = node.rel === '' ? c : `${node.rel}/${c}`;
+      const host = this.host(rel);
+      if (Buffer.byteLength(host) >= PATH_MAX) throw unsafeEntry(entry, `the path is longer than ${PATH_MAX - 1} bytes`, this.#opts.what);
+      const st = lstatSync(host, { throwIfNoEntry: false });
+      if (st === undefined) {
+        if (!create) return undefined;
+        node = this.#mkdir(node, c);
+      } else if (st.isSymbolicLink()) {
+        if (++links > MAX_SYMLINKS) throw unsafeEntry(entry, 'too many levels of symbolic links in its parents', this.#opts.what);
+        const target = readlinkSync(host);
+        if (target.startsWith('/')) node = this.#top;
+        const tparts = target.split('/');
+        for (let i = tparts.length - 1; i >= 0; i--) pending.push(tparts[i]!);
+      } else if (st.isDirectory()) {
+        node = this.#add(node, c, false);
+      } else if (create && this.#opts.replaceNonDir?.(rel, st)) {
+        node = this.#add(node, c, true);
+      } else {
+        throw new MyBuildError('INVALID_ARGUMENT', `tar entry ${JSON.stringify(entry)}: parent ${JSON.stringify(rel)} is not a directory`, {
+          where: this.#opts.what,
+        });
+      }
     }
-    return cur;
+    return node.rel;
   }
 
   /** Create the missing directory `rel` (its parent exists) with `meta` (default 0755 root). */
   mkdirImplicit(rel: string, meta: DirMeta = { mode: 0o755, uid: 0, gid: 0 }): void {
-    this.#mkdir(rel, meta);
+    const parent = this.#byRel.get(parentRel(rel));
+    const name = rel.slice(rel.lastIndexOf('/') + 1);
+    if (parent) this.#mkdir(parent, name, meta);
+    else this.#create(rel, meta); // parent not cached: create it all the same, uncached
   }
 
-  #mkdir(rel: string, given?: DirMeta): void {
+  #add(parent: DirNode, name: string, fresh: boolean): DirNode {
+    let node = parent.children.get(name);
+    if (!node) {
+      node = newNode(parent.rel === '' ? name : `${parent.rel}/${name}`, parent, fresh);
+      parent.children.set(name, node);
+      this.#byRel.set(node.rel, node);
+    } else if (fresh) {
+      node.fresh = true;
+    }
+    return node;
+  }
+
+  /** Create the missing directory `name` in `parent` with `given` meta (default: implicitDir's, else 0755 root). */
+  #mkdir(parent: DirNode, name: string, given?: DirMeta): DirNode {
+    const rel = parent.rel === '' ? name : `${parent.rel}/${name}`;
+    this.#create(rel, given);
+    return this.#add(parent, name, true);
+  }
+
+  #create(rel: string, given?: DirMeta): void {
     const host = this.host(rel);
     const meta = given ?? this.#opts.implicitDir?.(rel) ?? { mode: 0o755, uid: 0, gid: 0 };
     mkdirSync(host, 0o700);
     if (this.#opts.sameOwner) lchownSync(host, meta.uid, meta.gid);
     chmodSync(host, meta.mode & 0o7777); // the umask must not decide
-    this.#dirs.add(rel);
-    this.#fresh.add(rel);
     this.#opts.onCreate?.(rel);
   }
 }

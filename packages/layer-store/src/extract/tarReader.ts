@@ -28,9 +28,14 @@ export function parsePaxRecords(buf: Buffer): PaxRecords {
 }
 
 interface ExtractInternals {
-  _header: { type: string } | null;
+  _header: { type: string | null; size: number | null } | null;
   _decodeLongHeader(buf: Buffer): void;
+  _consumeHeader(): boolean;
+  _applyLongHeaders(): void;
 }
+
+/** Types that have no data records (POSIX; Go's archive/tar ignores their size field). */
+const HEADER_ONLY = new Set(['link', 'symlink', 'character-device', 'block-device', 'fifo', 'directory']);
 
 export interface TarReader {
   extract: tarStream.Extract;
@@ -43,32 +48,59 @@ export interface TarReader {
  * headers itself; we observe the same buffers it decodes (its `_decodeLongHeader` hook), so
  * both views always describe the same entry. tar-stream applies path, linkpath and size from
  * PAX; we read uid, gid, mtime, atime and xattrs from the raw records.
+ *
+ * The archive is framed exactly as Go's archive/tar frames it (docker, containerd, umoci and
+ * most image scanners read layers with it), so that no entry is seen by one and not the other:
+ * - PAX global headers are ignored, as docker and containerd do (tar-stream would merge their
+ *   path, linkpath and size into later entries);
+ * - links, symlinks, devices and FIFOs have no data records, whatever their size field says
+ *   (tar-stream would swallow the next headers as their body);
+ * - an entry after a zero block is refused: Go stops at the end-of-archive marker (or fails on
+ *   a lone zero block), where tar-stream skips zero blocks and reads on.
  */
-export function createTarReader(): TarReader {
+export function createTarReader(what = 'layer'): TarReader {
   const extract = tarStream.extract();
   const internals = extract as unknown as ExtractInternals;
   const decode = internals._decodeLongHeader;
-  if (typeof decode !== 'function') {
-    // A tar-stream upgrade changed its internals: fail loudly rather than lose xattrs silently.
-    throw new MyBuildError('INTERNAL', 'tar-stream has no _decodeLongHeader hook; binary PAX records cannot be read');
+  const consumeHeader = internals._consumeHeader;
+  const applyLongHeaders = internals._applyLongHeaders;
+  if (typeof decode !== 'function' || typeof consumeHeader !== 'function' || typeof applyLongHeaders !== 'function') {
+    // A tar-stream upgrade changed its internals: fail loudly rather than misread layers silently.
+    throw new MyBuildError('INTERNAL', 'tar-stream lacks the _decodeLongHeader, _consumeHeader or _applyLongHeaders hook this reader needs');
   }
   let local: PaxRecords | undefined;
-  let global: PaxRecords | undefined;
+  let zeroBlock = false;
   internals._decodeLongHeader = function (this: ExtractInternals, buf: Buffer): void {
     const type = this._header?.type;
+    if (type === 'pax-global-header') return;
     if (type === 'pax-header') local = parsePaxRecords(buf);
-    else if (type === 'pax-global-header') global = parsePaxRecords(buf);
     decode.call(this, buf);
+  };
+  internals._consumeHeader = function (this: ExtractInternals): boolean {
+    const more = consumeHeader.call(this);
+    if (this._header === null) zeroBlock = true; // tar-stream decodes a zero block as null and skips it
+    return more;
+  };
+  internals._applyLongHeaders = function (this: ExtractInternals): void {
+    applyLongHeaders.call(this);
+    const h = this._header;
+    if (!h) return;
+    if (h.type !== null && HEADER_ONLY.has(h.type)) h.size = 0;
+    else if (typeof h.size !== 'number') h.size = Number.NaN; // unreadable: tar-stream's "Invalid header", not a 0-byte body
   };
   return {
     extract,
     recordsFor(header) {
+      if (zeroBlock) {
+        throw new MyBuildError('INVALID_ARGUMENT', `layer tar has an entry (${JSON.stringify(header.name.slice(0, 200))}) after a zero block, its end-of-archive marker`, {
+          where: what,
+          hint: 'docker and other tar readers stop at the marker and never see such entries; the layer is malformed or crafted',
+        });
+      }
       // tar-stream sets header.pax exactly when a local PAX header preceded this entry.
       const own = header.pax ? local : undefined;
       local = undefined;
-      if (!global) return own ?? EMPTY;
-      if (!own) return global;
-      return new Map([...global, ...own]);
+      return own ?? EMPTY;
     },
   };
 }
