@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The demo: a busybox image, made from Debian's busybox-static with no network, goes through
-# the local store (default root, or --root/MYBUILD_ROOT): load, images, inspect, tag, save,
-# unpack — then runs from the unpacked root filesystem. No registry, no daemon. Re-runnable.
+# The demo: build a real image from examples/hello-app (a two-stage Dockerfile with RUN steps)
+# with no daemon, no registry and no network. Its base image is made on the spot from Debian's
+# busybox-static and loaded into the local store (default root, or --root/MYBUILD_ROOT). Then:
+# images, a second build that is all CACHED, inspect, save, unpack and run the image's command.
+# Re-runnable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,51 +30,53 @@ elif [ "$(id -u)" -eq 0 ]; then
 else
   store_root="${XDG_DATA_HOME:-$HOME/.local/share}/mybuild"
 fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "demo: error: building runs RUN steps in a runc sandbox on overlay mounts, which needs root" >&2
+  exit 1
+fi
 
 work=.cache/demo
 mkdir -p "$work"
 archive="$work/busybox-demo.oci.tar"
-saved="$work/busybox-demo.docker.tar"
+saved="$work/hello-app.docker.tar"
 rootfs="$work/rootfs"
+# plain BuildKit-style lines in the demo's output (a terminal would get the live view by default)
+progress=(--progress plain)
 
-say "an OCI archive of a busybox image, made from Debian's busybox-static (no network)"
+say "a base image: an OCI archive of busybox, made from Debian's busybox-static (no network)"
 node fixtures/make-image.mjs busybox --format oci-archive --tag busybox-demo:latest --force -o "$archive"
-
-say "load it into the local store ($store_root)"
 show load -i "$archive"
+
+say "build examples/hello-app: two stages, RUN steps in a runc sandbox, layers into $store_root"
+echo "\$ cat examples/hello-app/Dockerfile"
+sed 's/^/    /' examples/hello-app/Dockerfile
+show build "${progress[@]}" -t hello-app:1 examples/hello-app
 show images
 
-say "what the store knows about it"
-show inspect busybox-demo:latest
+say "build it again: every step comes from the build cache"
+show build "${progress[@]}" -t hello-app:1 examples/hello-app
 
-say "a second tag, then save it as a docker-archive"
-show tag busybox-demo:latest busybox-demo:v1
-show images
+say "what the store knows about it (config and history as docker writes them)"
+printf '$ mybuild inspect hello-app:1 | (config and history)\n'
+mybuild inspect hello-app:1 | node -e '
+  const [img] = JSON.parse(require("fs").readFileSync(0, "utf8"));
+  console.log(JSON.stringify({ Id: img.Id, config: img.Config.config, history: img.Config.history.map((h) => h.created_by + (h.empty_layer ? "  (no layer)" : "")) }, null, 2));'
+
+say "save it as a docker-archive; a real peer reads it"
 rm -f "$saved"
-show save --format docker -o "$saved" busybox-demo:v1
-echo "\$ skopeo inspect docker-archive:$saved   # a real peer reads what mybuild wrote"
+show save --format docker -o "$saved" hello-app:1
+echo "\$ skopeo inspect docker-archive:$saved"
 skopeo inspect --format 'digest {{.Digest}}, {{len .Layers}} layer(s), {{.Os}}/{{.Architecture}}' "docker-archive:$saved"
-
-say "the store is itself an OCI image layout: other tools read it directly"
-echo "\$ umoci ls --layout $store_root"
+echo "\$ umoci ls --layout $store_root   # the store is itself an OCI image layout"
 umoci ls --layout "$store_root"
 
-say "unpack the image's root filesystem and run its shell"
+say "unpack the image's root filesystem and run its command (CMD, as USER app, in WORKDIR)"
 rm -rf "$rootfs"
-show unpack busybox-demo:latest "$rootfs"
-echo "\$ ls $rootfs"
-ls -C "$rootfs"
-if [ "$(id -u)" -eq 0 ]; then
-  echo "\$ chroot $rootfs sh -c 'echo hello from busybox-demo; id app'"
-  chroot "$rootfs" /bin/busybox env -i PATH=/bin sh -c 'echo hello from busybox-demo; id app'
-else
-  echo "(not root: skipping the chroot run)"
-fi
+show unpack hello-app:1 "$rootfs"
+echo "\$ chroot --userspec=1000:1000 $rootfs sh -c 'cd /app && /app/run.sh'"
+chroot --userspec=1000:1000 "$rootfs" /bin/busybox env -i PATH=/bin GREETING_FILE=/app/greeting.txt sh -c 'cd /app && /app/run.sh'
 
-say "disk usage, untag, prune"
+say "disk usage"
 show du
-show rmi busybox-demo:v1
-show prune
-show images
 
-say "done — the image busybox-demo:latest stays in $store_root (mybuild rmi busybox-demo:latest; mybuild prune)"
+say "done — hello-app:1 and busybox-demo:latest stay in $store_root (mybuild rmi hello-app:1 busybox-demo:latest; mybuild prune)"

@@ -13,12 +13,19 @@ type CommandModule = { run(ctx: CommandContext): Promise<number | void> };
 
 /** Each command lives in its own module, loaded on demand so `mybuild version` stays fast. */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandModule> }> = {
+  build: { summary: 'Build an image from a Dockerfile', load: () => import('./commands/build.js') },
   images: { summary: 'List images in the local store', load: () => import('./commands/images.js') },
-  inspect: { summary: 'Show an image\'s manifest and config as JSON', load: () => import('./commands/inspect.js') },
+  inspect: { summary: 'Show an image\'s manifest and config as JSON (docker://REF: from a registry)', load: () => import('./commands/inspect.js') },
   tag: { summary: 'Create a tag DST that refers to SRC', load: () => import('./commands/tag.js') },
   rmi: { summary: 'Remove one or more image tags', load: () => import('./commands/rmi.js') },
   save: { summary: 'Save images to a docker-archive or OCI archive', load: () => import('./commands/save.js') },
   load: { summary: 'Load images from a docker-archive or OCI archive', load: () => import('./commands/load.js') },
+  pull: { summary: 'Download an image from a registry into the store', load: () => import('./commands/pull.js') },
+  push: { summary: 'Upload an image from the store to a registry', load: () => import('./commands/push.js') },
+  copy: { summary: 'Copy an image from one registry reference to another', load: () => import('./commands/copy.js') },
+  tags: { summary: 'List the tags of a repository in a registry', load: () => import('./commands/tags.js') },
+  login: { summary: 'Log in to a registry (stores credentials in docker\'s config.json)', load: () => import('./commands/login.js') },
+  logout: { summary: 'Remove the credentials stored for a registry', load: () => import('./commands/logout.js') },
   unpack: { summary: 'Unpack an image\'s root filesystem into a directory', load: () => import('./commands/unpack.js') },
   prune: { summary: 'Remove blobs, snapshots and ingests no image needs', load: () => import('./commands/prune.js') },
   du: { summary: 'Show disk usage of the store, shared and unique bytes per image', load: () => import('./commands/du.js') },
@@ -32,9 +39,16 @@ A daemonless container image toolkit.
 Global options:
   --root DIR                 store root (default: $MYBUILD_ROOT, /var/lib/mybuild as root,
                              $XDG_DATA_HOME/mybuild otherwise)
-  --insecure-registry HOST   allow plain http / unverified TLS for HOST[:PORT] (repeatable)
+  --insecure-registry HOST   allow plain http / unverified TLS for HOST[:PORT] (repeatable;
+                             loopback registries may use plain http anyway)
   --progress MODE            auto | plain | tty | rawjson | quiet (default auto)
-  --debug                    show stack traces on errors
+  --debug                    show stack traces on errors, and one line per registry request
+                             (credentials are never shown)
+
+Registries: credentials come from docker's config.json ($DOCKER_CONFIG or ~/.docker;
+'mybuild login' writes it); $MYBUILD_CONFIG/registries.json sets mirrors, insecure
+registries and CA files per registry; /etc/docker/certs.d/HOST:PORT/ holds CAs and client
+certificates; MYBUILD_REGISTRY_CONCURRENCY sets the blob transfers at once (default 4).
 
 Commands:
 ${Object.entries(COMMANDS)

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { delimiter } from 'node:path';
 import { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   apiHost,
@@ -103,6 +104,12 @@ export interface PullOptions {
   /** Platform to select from an index (`linux/arm64` or object); `all` pulls every one. Default: this host's. */
   platform?: Platform | string | 'all';
   onProgress?: (e: ProgressEvent) => void;
+  /**
+   * Hash blobs on the way in too (default true). A BlobSink verifies size and digest of what it
+   * is given (its contract; the layer store does); set false to leave the digest check to it and
+   * save one sha256 pass over every byte. Sizes are enforced either way.
+   */
+  verifyBlobs?: boolean;
 }
 
 export interface PullResult {
@@ -384,7 +391,7 @@ export class RegistryClient {
   }
 
   /** Stream a blob, verified (size and digest) as it flows; resumes broken transfers with Range. */
-  async fetchBlob(input: ReferenceInput, desc: Descriptor, opts: { onBytes?: (received: number) => void } = {}): Promise<Readable> {
+  async fetchBlob(input: ReferenceInput, desc: Descriptor, opts: { onBytes?: (received: number) => void; verifyDigest?: boolean } = {}): Promise<Readable> {
     const ref = toReference(input);
     return this.#firstOf(ref, `blob ${desc.digest}`, (ep) => downloadBlob(ep, this.#ctx, ref.path, desc, formatReference(ref), opts));
   }
@@ -595,22 +602,37 @@ export class RegistryClient {
       for (const d of [mf.config, ...mf.layers]) if (!blobs.has(d.digest)) blobs.set(d.digest, d);
     }
     const guard = failFast();
-    await settleAll([...blobs.values()].map((desc) => this.#limit(guard(async () => {
+    // The limit bounds transfers: a blob frees its slot once its body is received, while the
+    // sink still commits it (a store fsyncs), so the next download overlaps that commit.
+    const commits: Promise<void>[] = [];
+    let commitFailure: { err: unknown } | undefined;
+    const transfers = await Promise.allSettled([...blobs.values()].map((desc) => this.#limit(guard(async () => {
+      if (commitFailure) throw commitFailure.err;
       const report = reporter(opts.onProgress, 'pull', desc);
       if (await sink.has(desc.digest)) {
         report.emit('exists', desc.size);
         return;
       }
       report.emit('start', 0);
-      const stream = await this.fetchBlob(ref, desc, { onBytes: (n) => report.bytes(n) });
-      try {
-        await sink.put(desc, stream);
-      } finally {
+      const stream = await this.fetchBlob(ref, desc, { onBytes: (n) => report.bytes(n), ...(opts.verifyBlobs === false ? { verifyDigest: false } : {}) });
+      const put = sink.put(desc, stream).then(
+        () => report.emit('done', desc.size),
+        (err: unknown) => {
+          commitFailure ??= { err };
+          throw err;
+        },
+      ).finally(() => {
         // A sink that failed (or returned early) must not leave the download holding a connection.
         if (!stream.readableEnded) stream.destroy();
-      }
-      report.emit('done', desc.size);
+      });
+      commits.push(put);
+      // Received in full (or failed): either way the slot is free; `put` is awaited below.
+      await Promise.race([put, finished(stream, { writable: false })]);
     }))));
+    // Every commit ends before pull returns or throws; a transfer's error is the one reported.
+    const committed = await Promise.allSettled(commits);
+    const failed = [...transfers, ...committed].find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     for (const m of [...images, ...indexes.reverse()]) {
       if (!(await sink.has(m.descriptor.digest))) await sink.put(m.descriptor, Readable.from([m.bytes]));
     }

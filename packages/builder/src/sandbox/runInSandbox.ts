@@ -50,6 +50,11 @@ export interface SandboxOptions {
   hostname?: string;
   /** The step's own mounts (`RUN --mount`), made after the standard ones, in order. */
   mounts?: SandboxMount[];
+  /**
+   * Mount a tmpfs on /run (default true, as `docker run` does). A Dockerfile RUN step passes
+   * false: docker's builders keep what a step writes to /run in its layer.
+   */
+  runTmpfs?: boolean;
   /** Where the process's output goes, as it comes (discarded when absent). */
   stdout?: Writable;
   stderr?: Writable;
@@ -140,7 +145,8 @@ export async function runInSandbox(opts: SandboxOptions): Promise<SandboxResult>
     const resolvConf = join(bundle, 'resolv.conf');
     const hosts = join(bundle, 'hosts');
     const hostname = opts.hostname ?? 'mybuild';
-    const targets = [...standardMounts(resolvConf, hosts), ...mounts].map((m) => m.destination);
+    const runTmpfs = opts.runTmpfs ?? true;
+    const targets = [...standardMounts(resolvConf, hosts, runTmpfs), ...mounts].map((m) => m.destination);
     stubs = MountStubs.scan(rootfs, [...targets, cwd], upperDir);
 
     writeFileSync(resolvConf, hostResolvConf(), { mode: 0o644 });
@@ -156,6 +162,7 @@ export async function runInSandbox(opts: SandboxOptions): Promise<SandboxResult>
       resolvConf,
       hosts,
       mounts,
+      runTmpfs,
       nofile: nofileLimit(),
       ...(opts.limits ? { limits: opts.limits } : {}),
     });
@@ -297,12 +304,12 @@ function hostResolvConf(): string {
 }
 
 /** runc's failure as one line, with docker's wording for the common ones. */
-function runcFailure(msg: string): MyBuildError {
+export function runcFailure(msg: string): MyBuildError {
   let m = msg.startsWith(RUNC_ERROR_PREFIX) ? msg.slice(RUNC_ERROR_PREFIX.length) : msg;
   for (const p of ['unable to start container process: ', 'error during container init: ']) {
     if (m.startsWith(p)) m = m.slice(p.length);
   }
-  if (/^exec: ".*": executable file not found in \$PATH$/.test(m) || /^exec: ".*": no such file or directory$/.test(m)) {
+  if (/^exec: ".*": executable file not found in \$PATH$/.test(m) || /^exec: ".*": (stat .*: )?no such file or directory$/.test(m)) {
     return new MyBuildError('NOT_FOUND', m, { hint: 'check the command name and the PATH the step runs with' });
   }
   if (/^exec: ".*": permission denied$/.test(m)) return new MyBuildError('FAILED_PRECONDITION', m, { hint: 'the file must be executable and not a directory' });

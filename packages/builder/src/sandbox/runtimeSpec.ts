@@ -98,6 +98,8 @@ export interface RuntimeSpecInput {
   hosts: string;
   /** The step's own mounts, after the standard ones. */
   mounts: RuntimeMount[];
+  /** Mount a tmpfs on /run (default true; a build step leaves it out, as docker's builders do, so its writes there stay in the layer). */
+  runTmpfs?: boolean;
   limits?: SandboxLimits;
   /** RLIMIT_NOFILE (default 1048576; a host without CAP_SYS_RESOURCE cannot go above its own hard limit). */
   nofile?: number;
@@ -125,10 +127,13 @@ export function nofileLimit(): number {
 
 const CAP_SYS_RESOURCE = 24n;
 
-/** The standard mounts, in the order runc must make them (a mount's parent first). */
-export function standardMounts(resolvConf: string, hosts: string): RuntimeMount[] {
+/**
+ * The standard mounts, in the order runc must make them (a mount's parent first). `runTmpfs`
+ * false leaves out the tmpfs on /run.
+ */
+export function standardMounts(resolvConf: string, hosts: string, runTmpfs = true): RuntimeMount[] {
   const ro = ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'];
-  return [
+  const all: RuntimeMount[] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
     { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
@@ -139,6 +144,7 @@ export function standardMounts(resolvConf: string, hosts: string): RuntimeMount[
     { destination: '/etc/resolv.conf', type: 'bind', source: resolvConf, options: ro },
     { destination: '/etc/hosts', type: 'bind', source: hosts, options: ro },
   ];
+  return runTmpfs ? all : all.filter((m) => m.destination !== '/run');
 }
 
 /**
@@ -169,7 +175,7 @@ export function runtimeSpec(i: RuntimeSpecInput): RuntimeSpec {
     },
     root: { path: 'rootfs', readonly: false },
     hostname: i.hostname,
-    mounts: [...standardMounts(i.resolvConf, i.hosts), ...i.mounts],
+    mounts: [...standardMounts(i.resolvConf, i.hosts, i.runTmpfs ?? true), ...i.mounts],
     linux: {
       resources,
       namespaces,

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Benchmark: push an image to a registry, push it again, pull it back.
+#   mybuild: push REF R/bench/mb:1 (from its store)     skopeo: copy oci:LAYOUT:REF docker://R/bench/sk:1
+#            the same push again (every blob present)           the same copy again
+#            pull R/bench/mb:1 into a fresh store               copy docker://R/bench/sk:1 oci:DIR:bench
+# A fresh Debian docker-registry on loopback (plain http) for every run of every tool; runs
+# interleaved; page cache dropped before every timed step (when allowed). Pulls are timed until
+# `sync` returns (mybuild fsyncs its blobs, skopeo does not: this keeps the comparison fair);
+# pushes are not (the registry's own disk writes are the same for both and fall outside).
+# Wall time and peak RSS via /usr/bin/time; median of N runs.
+#
+# Usage: bench/push-pull.sh [--big] [--runs N]
+#   --big     also the 4 GiB image (needs ~25 GiB free disk), to show that RSS stays flat
+#   --runs N  runs per tool and image (default 3)
+# Images (5 layers of deterministic pseudo-random data, gzip, OCI layout) are generated once and
+# kept in .cache/bench/. MYBUILD_REGISTRY_CONCURRENCY is passed through. Not part of `make test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=3
+sizes=(1)
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --big) sizes=(1 4) ;;
+    --runs) runs="${2:?--runs needs a number}"; shift ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) echo "bench: unknown option $1 (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$runs" in '' | *[!0-9]* | 0) echo "bench: --runs needs a positive number" >&2; exit 2 ;; esac
+
+bash scripts/setup.sh
+
+MYBUILD_CLI="${MYBUILD_CLI:-$PWD/packages/cli/dist/mybuild.mjs}"
+if [ ! -f "$MYBUILD_CLI" ]; then
+  echo "bench: error: $MYBUILD_CLI is missing (make build)" >&2
+  exit 1
+fi
+[ -x /usr/bin/time ] || { echo "bench: error: /usr/bin/time missing (Debian package time; scripts/setup.sh installs it)" >&2; exit 1; }
+[ -x /usr/bin/docker-registry ] || { echo "bench: error: /usr/bin/docker-registry missing (Debian package docker-registry)" >&2; exit 1; }
+
+cache=.cache/bench
+work="$cache/work-push-pull"
+mkdir -p "$cache"
+rm -rf "$work"
+mkdir -p "$work"
+
+reg_pid=
+reg=
+reg_dir=
+stop_registry() {
+  if [ -n "$reg_pid" ]; then
+    kill "$reg_pid" 2>/dev/null || true
+    wait "$reg_pid" 2>/dev/null || true
+    reg_pid=
+  fi
+  if [ -n "$reg_dir" ]; then rm -rf "$reg_dir"; fi
+  reg_dir=
+}
+trap 'stop_registry; rm -rf "$work"' EXIT
+
+# start_registry: a fresh docker-registry on a free loopback port; sets $reg (host:port).
+start_registry() {
+  local port
+  port="$(node -e 'const s = require("node:net").createServer(); s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')"
+  reg_dir="$work/registry"
+  rm -rf "$reg_dir"
+  mkdir -p "$reg_dir"
+  cat >"$reg_dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $PWD/$reg_dir/data
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$port
+  secret: bench-$$
+EOF
+  /usr/bin/docker-registry serve "$reg_dir/config.yml" >"$reg_dir/log" 2>&1 &
+  reg_pid=$!
+  reg="127.0.0.1:$port"
+  # shellcheck disable=SC2016 # JavaScript, not shell
+  if ! node -e '
+    const url = `http://${process.argv[1]}/v2/`;
+    const deadline = Date.now() + 15000;
+    const probe = () => fetch(url).then((r) => process.exit(r.status === 200 ? 0 : 1), () => (Date.now() > deadline ? process.exit(1) : setTimeout(probe, 50)));
+    probe();
+  ' "$reg"; then
+    echo "bench: error: docker-registry did not start on $reg:" >&2
+    sed 's/^/  /' "$reg_dir/log" >&2
+    exit 1
+  fi
+}
+
+dropped=unknown
+drop_caches() {
+  sync
+  if { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
+    dropped=yes
+  else
+    dropped=no
+  fi
+}
+
+# timed NAME SYNC CMD...: runs CMD (then `sync` when SYNC is 1) under /usr/bin/time; appends
+# "seconds kib" to $work/NAME.
+timed() {
+  local name="$1" with_sync="$2"
+  shift 2
+  drop_caches
+  # shellcheck disable=SC2016 # expanded by the inner sh
+  local script='"$@" >/dev/null 2>"$0"'
+  if [ "$with_sync" = 1 ]; then script="$script && sync"; fi
+  if ! /usr/bin/time -f '%e %M' -o "$work/time.out" sh -c "$script" "$work/step.err" "$@"; then
+    echo "bench: error: $* failed:" >&2
+    sed 's/^/  /' "$work/step.err" >&2
+    exit 1
+  fi
+  tail -n 1 "$work/time.out" >>"$work/$name"
+}
+
+# median COLUMN FILE: median of column 1 (seconds) or 2 (KiB)
+median() {
+  sort -n -k"$1","$1" "$2" | awk -v c="$1" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
+}
+
+fmt_row() {
+  # step, mybuild s, mybuild KiB, peer s, peer KiB
+  awk -v step="$1" -v ms="$2" -v mk="$3" -v ps="$4" -v pk="$5" 'BEGIN {
+    ratio = (ps > 0) ? sprintf("%.2fx", ms / ps) : "-"
+    printf "  %-10s %8.2f s %8.0f MiB   %8.2f s %8.0f MiB   %9s\n", step, ms, mk / 1024, ps, pk / 1024, ratio
+  }'
+}
+
+mb() { node "$MYBUILD_CLI" --progress quiet "$@"; }
+
+for gib in "${sizes[@]}"; do
+  layout="$cache/random-${gib}g.oci"
+  ref="bench/random:${gib}g"
+  node fixtures/make-image.mjs random --format oci-layout --size "${gib}GiB" --layers 5 --seed "$gib" --tag "$ref" -o "$layout"
+  rm -f "$work"/{mb-push,mb-repush,mb-pull,sk-push,sk-repush,sk-pull}
+
+  # mybuild pushes from its store: load the same layout (as an OCI archive) once, untimed.
+  rm -rf "$work/store-src"
+  tar -C "$layout" -cf "$work/layout.tar" oci-layout index.json blobs
+  mb --root "$work/store-src" load -i "$work/layout.tar" >/dev/null
+  rm -f "$work/layout.tar"
+
+  for ((i = 1; i <= runs; i++)); do
+    printf 'bench: %s GiB, run %d/%d\n' "$gib" "$i" "$runs"
+    start_registry
+    timed mb-push 0 node "$MYBUILD_CLI" --root "$work/store-src" --progress quiet push "$ref" "$reg/bench/mb:1"
+    timed mb-repush 0 node "$MYBUILD_CLI" --root "$work/store-src" --progress quiet push "$ref" "$reg/bench/mb:1"
+    rm -rf "$work/store-pull"
+    timed mb-pull 1 node "$MYBUILD_CLI" --root "$work/store-pull" --progress quiet pull "$reg/bench/mb:1"
+    rm -rf "$work/store-pull"
+    stop_registry
+
+    start_registry
+    timed sk-push 0 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:$ref" "docker://$reg/bench/sk:1"
+    timed sk-repush 0 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:$ref" "docker://$reg/bench/sk:1"
+    rm -rf "$work/oci-pull"
+    timed sk-pull 1 skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$reg/bench/sk:1" "oci:$work/oci-pull:bench"
+    rm -rf "$work/oci-pull"
+    stop_registry
+  done
+  rm -rf "$work/store-src"
+
+  size_mib=$(( $(du -sbL "$layout/blobs" | cut -f1) / 1024 / 1024 ))
+  echo
+  echo "push / pull: ${gib} GiB image (${size_mib} MiB of blobs, 5 gzip layers), fresh registry per run, median of ${runs}, page cache dropped: ${dropped}"
+  printf '  %-10s %23s   %23s   %9s\n' "" "mybuild" "skopeo" "time"
+  printf '  %-10s %10s %12s   %10s %12s   %9s\n' "step" "wall" "peak RSS" "wall" "peak RSS" "mb/skopeo"
+  fmt_row "push" "$(median 1 "$work/mb-push")" "$(median 2 "$work/mb-push")" "$(median 1 "$work/sk-push")" "$(median 2 "$work/sk-push")"
+  fmt_row "re-push" "$(median 1 "$work/mb-repush")" "$(median 2 "$work/mb-repush")" "$(median 1 "$work/sk-repush")" "$(median 2 "$work/sk-repush")"
+  fmt_row "pull" "$(median 1 "$work/mb-pull")" "$(median 2 "$work/mb-pull")" "$(median 1 "$work/sk-pull")" "$(median 2 "$work/sk-pull")"
+  echo
+done

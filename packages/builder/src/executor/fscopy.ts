@@ -1,0 +1,299 @@
+/**
+ * COPY/ADD's file copy with the semantics of BuildKit's file op (tonistiigi/fsutil copy, as
+ * dockerfile2llb calls it: follow symlinks of the source path, copy a directory's contents,
+ * create the destination path): see {@link Copier.copy}. Writes go to `destRoot`, a mounted
+ * snapshot; every destination path is resolved inside it (symlinks followed with the root as
+ * `/`), and nothing below is followed, so no write can land outside it.
+ */
+import { closeSync, constants, fchmodSync, fchownSync, linkSync, lchownSync, lstatSync, mkdirSync, openSync, readSync, readlinkSync, symlinkSync, unlinkSync, chmodSync, writeSync, type Stats } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { posix } from 'node:path';
+import { MyBuildError, errnoCode } from '@mybuild/oci';
+import { isLayerXattr, sys } from '@mybuild/layer-store';
+import type { IgnoreMatcher } from '../frontend/dockerignore.js';
+import { goClean } from '../frontend/gopath.js';
+import { rootPath } from '../sandbox/rootPath.js';
+import type { FileSource } from './source.js';
+
+export interface Owner {
+  uid: number;
+  gid: number;
+}
+
+export interface CopyOptions {
+  /** `--chown`, resolved: owner of everything copied and of the directories created. */
+  chown?: Owner;
+  /** `--chmod`: permission bits of everything copied (symlinks aside) and of the directories created. */
+  chmod?: number;
+  /** `--exclude` patterns, matched against paths relative to each copied directory. */
+  exclude?: IgnoreMatcher;
+  /**
+   * `COPY --parents`: only paths (relative to the copied directory) matching these are copied,
+   * each with the directories above it, made as in the source when first needed.
+   */
+  include?: IgnoreMatcher;
+}
+
+/** A directory not copied yet: made when something below it is. */
+interface PendingDir {
+  srcRel: string;
+  st: Stats;
+  targetRel: string;
+  created: boolean;
+}
+
+const DEFAULT_DIR_MODE = 0o755;
+const OPEN_SRC = constants.O_RDONLY | constants.O_NOFOLLOW;
+const OPEN_DST = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+/** One read buffer for every copy: small files are read and written in one call each, nothing is allocated per file. */
+let copyBuffer: Buffer | undefined;
+
+/** Counts of what a copy wrote (progress). */
+export interface CopyStats {
+  files: number;
+  bytes: number;
+}
+
+export class Copier {
+  readonly #root: string;
+  readonly #opts: CopyOptions;
+  /** source `dev:ino` of files with several links → the first destination path written */
+  readonly #inodes = new Map<string, string>();
+  readonly stats: CopyStats = { files: 0, bytes: 0 };
+  readonly #pending: PendingDir[] = [];
+
+  /** `destRoot`: host path of the mounted destination root filesystem. */
+  constructor(destRoot: string, opts: CopyOptions = {}) {
+    this.#root = destRoot;
+    this.#opts = opts;
+  }
+
+  /** The `--chown` owner, if any. */
+  get owner(): Owner | undefined {
+    return this.#opts.chown;
+  }
+
+  #host(rel: string): string {
+    return rel === '' ? this.#root : `${this.#root}/${rel}`;
+  }
+
+  /**
+   * Copy `srcPath` (one source, wildcards already resolved; relative to the source's root) to
+   * `dest` (an absolute container path; a trailing `/` means a directory), as fsutil's Copy:
+   * the directory part of `dest` (all of it with a trailing `/`) is created; a file goes into
+   * `dest` when that is an existing directory, else becomes `dest`; a directory's contents go
+   * into `dest`. Existing directories keep their owner and mode at the top, nested ones take
+   * the source's; files replace files; a file never replaces a directory.
+   */
+  copy(src: FileSource, srcPath: string, dest: string): void {
+    const perm = this.#opts.chmod ?? DEFAULT_DIR_MODE;
+    const ensure = dest.endsWith('/') ? dest : posix.dirname(dest);
+    if (ensure !== '' && goClean(ensure) !== '/') this.mkdirAll(rootPath(this.#root, ensure), perm, this.#opts.chown);
+    const srcRel = src.follow(srcPath);
+    const fiSrc = src.lstat(srcRel);
+    if (!fiSrc) throw new MyBuildError('NOT_FOUND', `${JSON.stringify(srcPath)}: not found`);
+    let destRel = rootPath(this.#root, goClean(dest));
+    const fiDest = lstatOrUndefined(this.#host(destRel));
+    if (!fiSrc.isDirectory() && fiDest?.isDirectory()) destRel = join(destRel, posix.basename(goClean(`/${srcPath}`)));
+    let target = posix.dirname(`/${destRel}`).slice(1);
+    if (fiSrc.isDirectory() && fiDest === undefined) target = destRel;
+    this.mkdirAll(target, perm, this.#opts.chown);
+    this.#entry(src, srcRel, fiSrc, '', destRel, false, false);
+  }
+
+  /**
+   * fsutil's MkdirAll: create the missing directories of `rel` (root-relative, already
+   * resolved) with `mode` and `owner` (root when absent). An existing non-directory is an error.
+   */
+  mkdirAll(rel: string, mode: number, owner?: Owner): string[] {
+    const created: string[] = [];
+    if (rel === '') return created;
+    let cur = '';
+    for (const part of rel.split('/')) {
+      cur = cur === '' ? part : `${cur}/${part}`;
+      const host = this.#host(cur);
+      const st = lstatOrUndefined(host);
+      if (st?.isDirectory()) continue;
+      if (st) throw new MyBuildError('FAILED_PRECONDITION', `cannot create directory /${cur}: a file of that name exists`, { where: `/${cur}` });
+      mkdirSync(host);
+      chmodSync(host, mode);
+      if (owner && (owner.uid !== 0 || owner.gid !== 0)) lchownSync(host, owner.uid, owner.gid);
+      else lchownSync(host, 0, 0);
+      created.push(cur);
+    }
+    return created;
+  }
+
+  #entry(src: FileSource, srcRel: string, st: Stats, comps: string, targetRel: string, overwrite: boolean, fresh: boolean): void {
+    const exclude = this.#opts.exclude;
+    // An excluded directory an exception (`!pattern`) may reach into is still copied.
+    if (comps !== '' && exclude?.matches(comps) && (!st.isDirectory() || exclude.canSkipDir(comps))) return;
+    const include = this.#opts.include;
+    if (comps !== '' && include && !include.matches(comps)) {
+      if (!st.isDirectory()) return;
+      // a directory on the way to what --parents copies: made only when needed
+      this.#pending.push({ srcRel, st, targetRel, created: false });
+      try {
+        for (const c of src.children(srcRel)) {
+          const childSrc = srcRel === '' ? c.name : `${srcRel}/${c.name}`;
+          this.#entry(src, childSrc, c.st, `${comps}/${c.name}`, join(targetRel, c.name), true, false);
+        }
+      } finally {
+        const p = this.#pending.pop()!;
+        if (p.created) this.#setInfo(src, p.srcRel, p.st, this.#host(p.targetRel));
+      }
+      return;
+    }
+    for (const p of this.#pending) {
+      if (p.created) continue;
+      const host = this.#host(p.targetRel);
+      const have = lstatOrUndefined(host);
+      if (!have) mkdirSync(host, { mode: 0o700 });
+      else if (!have.isDirectory()) throw new MyBuildError('FAILED_PRECONDITION', `cannot copy a directory over the non-directory /${p.targetRel}`, { where: `/${p.targetRel}` });
+      p.created = true;
+    }
+    const target = this.#host(targetRel);
+    const targetSt = fresh ? undefined : lstatOrUndefined(target);
+    const srcHost = src.host(srcRel);
+    if (!st.isDirectory() && targetSt) {
+      if (targetSt.isDirectory()) throw new MyBuildError('FAILED_PRECONDITION', `cannot replace directory /${targetRel} with a file`, { where: `/${targetRel}` });
+      unlinkSync(target);
+    }
+    let copyInfo = true;
+    let restoreTimes = false;
+    if (st.isDirectory()) {
+      let created = false;
+      if (!targetSt) {
+        mkdirSync(target, { mode: 0o700 });
+        created = true;
+      } else if (!targetSt.isDirectory()) {
+        throw new MyBuildError('FAILED_PRECONDITION', `cannot copy a directory over the non-directory /${targetRel}`, { where: `/${targetRel}` });
+      } else if (overwrite) {
+        chmodSync(target, this.#mode(st));
+      }
+      for (const c of src.children(srcRel)) {
+        const childSrc = srcRel === '' ? c.name : `${srcRel}/${c.name}`;
+        this.#entry(src, childSrc, c.st, comps === '' ? c.name : `${comps}/${c.name}`, join(targetRel, c.name), true, created);
+      }
+      if (!overwrite) {
+        copyInfo = created;
+        restoreTimes = !created;
+      }
+    } else if (st.isFile()) {
+      const key = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
+      const first = key === undefined ? undefined : this.#inodes.get(key);
+      if (first !== undefined) {
+        linkSync(this.#host(first), target);
+      } else {
+        this.#copyFile(src, srcRel, st, target);
+        if (key !== undefined) this.#inodes.set(key, targetRel);
+        this.stats.files++;
+        this.stats.bytes += st.size;
+        // owner, mode and times were set on the open file
+        copyXattrs(srcHost, target);
+        return;
+      }
+    } else if (st.isSymbolicLink()) {
+      symlinkSync(readlinkSync(srcHost), target);
+    } else {
+      const [major, minor] = sys().devnums(st.rdev);
+      sys().mknod(target, st.mode, major, minor);
+    }
+
+    if (copyInfo) {
+      this.#setInfo(src, srcRel, st, target);
+    } else if (restoreTimes) {
+      setTimes(target, st);
+    }
+  }
+
+  /**
+   * Copy a regular file's data through one reused buffer, then set its owner, mode (after the
+   * owner: chown clears setuid bits) and times on the open file. The content is hashed on the
+   * way when the source wants it (a build context on a cold stat cache: read once, not twice).
+   */
+  #copyFile(src: FileSource, srcRel: string, st: Stats, target: string): void {
+    const buf = (copyBuffer ??= Buffer.allocUnsafe(1 << 20));
+    const hash = src.wantsHash(srcRel, st) ? createHash('sha256') : undefined;
+    const sfd = openSync(src.host(srcRel), OPEN_SRC);
+    try {
+      const dfd = openSync(target, OPEN_DST, 0o600);
+      try {
+        for (;;) {
+          const n = readSync(sfd, buf, 0, buf.length, null);
+          if (n === 0) break;
+          hash?.update(buf.subarray(0, n));
+          let off = 0;
+          while (off < n) off += writeSync(dfd, buf, off, n - off);
+        }
+        const owner = this.#opts.chown ?? (src.resetOwner ? { uid: 0, gid: 0 } : { uid: st.uid, gid: st.gid });
+        fchownSync(dfd, owner.uid, owner.gid);
+        fchmodSync(dfd, this.#mode(st));
+        const [as, ans] = split(st.atimeMs);
+        const [ms, mns] = split(st.mtimeMs);
+        sys().futimens(dfd, as, ans, ms, mns);
+      } finally {
+        closeSync(dfd);
+      }
+    } finally {
+      closeSync(sfd);
+    }
+    if (hash) src.setHash(srcRel, st, hash.digest('hex'));
+  }
+
+  /** Owner, mode (not for symlinks), xattrs and times of a copied entry. */
+  #setInfo(src: FileSource, srcRel: string, st: Stats, target: string): void {
+    const owner = this.#opts.chown ?? (src.resetOwner ? { uid: 0, gid: 0 } : { uid: st.uid, gid: st.gid });
+    lchownSync(target, owner.uid, owner.gid);
+    if (!st.isSymbolicLink()) chmodSync(target, this.#mode(st));
+    copyXattrs(src.host(srcRel), target);
+    setTimes(target, st);
+  }
+
+  /** The mode a copied entry gets: `--chmod` (with its setuid/setgid/sticky bits) or the source's. */
+  #mode(st: Stats): number {
+    return this.#opts.chmod !== undefined ? this.#opts.chmod & 0o7777 : st.mode & 0o7777;
+  }
+}
+
+function join(dir: string, name: string): string {
+  return dir === '' ? name : `${dir}/${name}`;
+}
+
+export function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw err;
+  }
+}
+
+/** atime and mtime of `st` on `path` (not following a symlink), to the nanosecond the Stats carry. */
+export function setTimes(path: string, st: Stats): void {
+  const [as, ans] = split(st.atimeMs);
+  const [ms, mns] = split(st.mtimeMs);
+  sys().lutimens(path, as, ans, ms, mns);
+}
+
+function split(ms: number): [number, number] {
+  const sec = Math.floor(ms / 1000);
+  const nsec = Math.min(999_999_999, Math.max(0, Math.round((ms - sec * 1000) * 1e6)));
+  return [sec, nsec];
+}
+
+function copyXattrs(src: string, dst: string): void {
+  const s = sys();
+  let names: string[];
+  try {
+    names = s.llistxattr(src);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!isLayerXattr(name)) continue;
+    const value = s.lgetxattr(src, name);
+    if (value !== null) s.lsetxattr(dst, name, value);
+  }
+}

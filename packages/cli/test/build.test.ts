@@ -1,0 +1,108 @@
+/**
+ * `mybuild build` through the bundled CLI: BuildKit-style plain progress, CACHED on a second
+ * build, a failing RUN as one located error line (with the step's last output above it) and an
+ * unchanged store, flags (-f, --build-arg, --target, --label, -q, --iidfile, --secret, -o).
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { writeBusyboxImage } from '@mybuild/fixtures/images.mjs';
+import { cli, ok, tempDir } from './helpers.js';
+
+const canBuild = process.getuid?.() === 0 && existsSync('/usr/sbin/runc') && existsSync('/bin/busybox');
+
+describe.skipIf(!canBuild)('mybuild build', () => {
+  let t: { dir: string; cleanup: () => Promise<void> };
+  let root: string;
+  let ctx: string;
+
+  beforeAll(async () => {
+    t = await tempDir('mybuild-cli-build-');
+    root = join(t.dir, 'store');
+    const archive = join(t.dir, 'busybox.tar');
+    await writeBusyboxImage('oci-archive', archive, { tag: 'busybox:latest' });
+    await ok(root, ['load', '-i', archive]);
+    ctx = join(t.dir, 'ctx');
+    mkdirSync(join(ctx, 'src'), { recursive: true });
+    writeFileSync(join(ctx, 'src', 'main.sh'), 'echo "hello from the image"\n');
+    writeFileSync(
+      join(ctx, 'Dockerfile'),
+      'FROM busybox\nARG WHO=world\nENV WHO=$WHO\nWORKDIR /app\nCOPY src/ ./\nRUN echo "building for $WHO"\nCMD ["sh", "/app/main.sh"]\n',
+    );
+  });
+  afterAll(async () => t?.cleanup());
+
+  test('builds with plain progress, then every step is CACHED', async () => {
+    const r = await cli(root, ['build', '--progress', 'plain', '-t', 'cli-app:1', '--build-arg', 'WHO=tests', '--label', 'team=qa', ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/#\d+ \[1\/4\] FROM docker\.io\/library\/busybox:latest@sha256:[0-9a-f]{64}\n/);
+    expect(r.stderr).toMatch(/#(\d+) \[4\/4\] RUN echo "building for \$WHO"\n#\1 +\d+\.\d building for tests\n#\1 DONE \d+\.\ds\n/);
+    expect(r.stderr).toContain('naming to docker.io/library/cli-app:1 done');
+    const images = await ok(root, ['images']);
+    expect(images).toMatch(/cli-app\s+1\s/);
+    const inspect = JSON.parse(await ok(root, ['inspect', 'cli-app:1'])) as { Config: { config: { Labels: Record<string, string>; Env: string[] } } }[];
+    expect(inspect[0]!.Config.config.Labels).toEqual({ team: 'qa' });
+    expect(inspect[0]!.Config.config.Env).toContain('WHO=tests');
+
+    const again = await cli(root, ['build', '--progress', 'plain', '-t', 'cli-app:1', '--build-arg', 'WHO=tests', '--label', 'team=qa', ctx]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr.match(/CACHED/g)?.length).toBe(4);
+    expect(again.stderr).not.toMatch(/#\d+ +\d+\.\d building/);
+  });
+
+  test('-q prints the image ID; --iidfile writes it', async () => {
+    const iid = join(t.dir, 'iid');
+    const r = await cli(root, ['build', '-q', '--iidfile', iid, '-t', 'cli-app:q', ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^sha256:[0-9a-f]{64}\n$/);
+    expect(readFileSync(iid, 'utf8')).toBe(r.stdout.trim());
+  });
+
+  test('a failing RUN: its last lines, one located error line, exit 1, the store unchanged', async () => {
+    const fctx = join(t.dir, 'fail');
+    mkdirSync(fctx, { recursive: true });
+    writeFileSync(join(fctx, 'Dockerfile.fail'), 'FROM busybox\nRUN echo one\nRUN echo "compiling..." && echo "error: it broke" >&2 && exit 3\nRUN echo never\n');
+    const before = await ok(root, ['images', '-q']);
+    const r = await cli(root, ['build', '--progress', 'plain', '-f', join(fctx, 'Dockerfile.fail'), '-t', 'broken:1', fctx]);
+    expect(r.code).toBe(1);
+    const lines = r.stderr.trimEnd().split('\n');
+    expect(lines.at(-1)).toBe(
+      `mybuild: error: ${join(fctx, 'Dockerfile.fail')}:3: RUN echo "compiling..." && echo "error: it broke" >&2 && exit 3: process "/bin/sh -c echo \\"compiling...\\" && echo \\"error: it broke\\" >&2 && exit 3" did not complete successfully: exit code: 3`.replace(/\\"/g, '"'),
+    );
+    expect(r.stderr).toContain(' > [3/4] RUN echo "compiling..."');
+    expect(r.stderr).toMatch(/------\n > \[3\/4\] RUN [^\n]*:\n(compiling\.\.\.\nerror: it broke\n|error: it broke\ncompiling\.\.\.\n)------\n/);
+    expect(r.stderr).not.toContain('echo never');
+    expect(await ok(root, ['images', '-q'])).toBe(before);
+  });
+
+  test('--target, --secret, rawjson progress and an OCI output', async () => {
+    const sctx = join(t.dir, 'secret');
+    mkdirSync(sctx, { recursive: true });
+    writeFileSync(
+      join(sctx, 'Dockerfile'),
+      'FROM busybox AS base\nRUN --mount=type=secret,id=tok test "$(cat /run/secrets/tok)" = s3cr3t && echo ok > /ok\nFROM base AS final\nRUN exit 9\n',
+    );
+    const out = join(t.dir, 'oci-out');
+    const r = await cli(root, ['build', '--progress', 'rawjson', '--target', 'base', '--secret', 'id=tok,env=TOK_VALUE', '-o', `type=oci,dest=${out}`, '-t', 'sec:1', sctx], {
+      env: { TOK_VALUE: 's3cr3t' },
+    });
+    expect(r.code, r.stderr).toBe(0);
+    const events = r.stderr.trim().split('\n').map((l) => JSON.parse(l) as { type: string; name?: string });
+    expect(events.some((e) => e.type === 'vertex' && e.name === '[base 2/2] RUN --mount=type=secret,id=tok test "$(cat /run/secrets/tok)" = s3cr3t && echo ok > /ok')).toBe(true);
+    expect(r.stderr).not.toContain('s3cr3t"');
+    expect(existsSync(join(out, 'index.json'))).toBe(true);
+  });
+
+  test('usage errors exit 2 with one line', async () => {
+    const r = await cli(root, ['build', '--no-such-flag', ctx]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    const n = await cli(root, ['build', '--network', 'bridge', ctx]);
+    expect(n.code).toBe(2);
+    expect(n.stderr).toContain('unsupported --network "bridge"');
+    const missing = await cli(root, ['build', join(t.dir, 'nope')]);
+    expect(missing.code).toBe(2);
+  });
+});
