@@ -31,16 +31,17 @@ export function parseRetryAfter(value: string | string[] | undefined, now = Date
   return Math.max(0, date - now);
 }
 
-/** Network errors worth a retry: resets, timeouts, refused or dropped connections. */
+/**
+ * Network errors worth a retry: resets, timeouts and dropped connections. A refused
+ * connection or an unreachable host is not: nothing listens there, and retrying only makes
+ * the user wait (skopeo and docker fail at once too).
+ */
 const TRANSIENT_CODES = new Set([
   'ECONNRESET',
-  'ECONNREFUSED',
   'ECONNABORTED',
   'EPIPE',
   'ETIMEDOUT',
   'EAI_AGAIN',
-  'ENETUNREACH',
-  'EHOSTUNREACH',
   'ERR_STREAM_PREMATURE_CLOSE',
   'ERR_HTTP_CONTENT_LENGTH_MISMATCH',
   'UND_ERR_SOCKET',

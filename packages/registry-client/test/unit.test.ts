@@ -130,3 +130,15 @@ describe('manifests', () => {
     expect(parseManifest(Buffer.from(JSON.stringify(index)), 'application/json', 'r').mediaType).toBe(MediaType.OciIndex);
   });
 });
+
+describe('isTransientNetworkError', () => {
+  it('retries resets and timeouts, not refused connections or unreachable hosts', async () => {
+    const { isTransientNetworkError } = await import('../src/retry.js');
+    const err = (code: string) => Object.assign(new Error(code), { code });
+    expect(isTransientNetworkError(err('ECONNRESET'))).toBe(true);
+    expect(isTransientNetworkError(err('ETIMEDOUT'))).toBe(true);
+    expect(isTransientNetworkError(new Error('x', { cause: err('ECONNRESET') }))).toBe(true);
+    expect(isTransientNetworkError(err('ECONNREFUSED'))).toBe(false);
+    expect(isTransientNetworkError(err('EHOSTUNREACH'))).toBe(false);
+  });
+});
