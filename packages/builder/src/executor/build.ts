@@ -67,7 +67,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const context = (): FileSource => {
       if (!contextSource) {
         const dir = realpathSync(opts.contextDir);
-        statCache = opts.noCache ? StatCache.memory() : StatCache.load(join(store.paths.cache, 'context', `${sha256(dir)}.json`));
+        statCache = opts.noCache ? StatCache.memory() : StatCache.load(join(store.paths.cache, 'context', `${sha256(dir)}.statcache`));
         contextSource = new FileSource(dir, { ignore: ignore.matcher, statCache, resetOwner: true });
       }
       return contextSource;

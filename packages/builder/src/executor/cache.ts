@@ -4,7 +4,7 @@
  * ```
  * cache/build/<key>.json        one record per step result: the layer it made and when
  * cache/compressed/<hex>-<alg>.json   the compressed blob made from an uncompressed layer (export, push)
- * cache/context/<hex>.json      stat caches of build contexts (see StatCache)
+ * cache/context/<hex>.statcache stat caches of build contexts (see StatCache)
  * cache/mounts/<hex>/           RUN --mount=type=cache directories
  * ```
  *
