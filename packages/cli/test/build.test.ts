@@ -51,6 +51,17 @@ describe.skipIf(!canBuild)('mybuild build', () => {
     expect(again.stderr).not.toMatch(/#\d+ +\d+\.\d building/);
   });
 
+  test('prune keeps the build cache: after rmi + prune the same build is still all CACHED', async () => {
+    const args = ['build', '--progress', 'plain', '-t', 'cli-app:prune', '--build-arg', 'WHO=prune', ctx];
+    expect((await cli(root, args)).code).toBe(0);
+    await ok(root, ['rmi', 'cli-app:prune']);
+    await ok(root, ['prune']);
+    const again = await cli(root, args);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr.match(/CACHED/g)?.length).toBe(4);
+    await ok(root, ['inspect', 'cli-app:prune']);
+  });
+
   test('-q prints the image ID; --iidfile writes it', async () => {
     const iid = join(t.dir, 'iid');
     const r = await cli(root, ['build', '-q', '--iidfile', iid, '-t', 'cli-app:q', ctx]);
