@@ -5,13 +5,9 @@
  * comes along) or /etc/group. A name that is not found — or a missing file — counts as 0, as in
  * BuildKit.
  */
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
-import { join } from 'node:path';
-import { MyBuildError, errnoCode } from '@mybuild/oci';
-import { rootPath } from '../sandbox/rootPath.js';
+import { MyBuildError } from '@mybuild/oci';
+import { readAccountFile } from '../sandbox/user.js';
 import type { Owner } from './fscopy.js';
-
-const MAX_FILE = 10 << 20;
 
 export function resolveOwner(root: string, spec: string): Owner {
   const colon = spec.indexOf(':');
@@ -52,7 +48,7 @@ function parseId(s: string): number | undefined {
 
 /** The fields of the first line of `file` (in `root`) whose first field is `name` and whose id fields are numbers. */
 function lookup(root: string, file: string, name: string, fields: number): string[] | undefined {
-  const text = readInRoot(root, file);
+  const text = readAccountFile(root, file);
   if (text === undefined) return undefined;
   for (const line of text.split('\n')) {
     const f = line.trim().split(':');
@@ -61,30 +57,4 @@ function lookup(root: string, file: string, name: string, fields: number): strin
     return f;
   }
   return undefined;
-}
-
-function readInRoot(root: string, path: string): string | undefined {
-  let fd: number;
-  try {
-    fd = openSync(join(root, rootPath(root, path)), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch (err) {
-    const code = errnoCode(err);
-    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP') return undefined;
-    throw err;
-  }
-  try {
-    const st = fstatSync(fd);
-    if (!st.isFile()) throw new MyBuildError('INVALID_ARGUMENT', `${path} is not a regular file`, { where: path });
-    if (st.size > MAX_FILE) throw new MyBuildError('SIZE_EXCEEDED', `${path} is larger than ${MAX_FILE} bytes`, { where: path });
-    const buf = Buffer.alloc(st.size);
-    let off = 0;
-    while (off < buf.length) {
-      const n = readSync(fd, buf, off, buf.length - off, off);
-      if (n === 0) break;
-      off += n;
-    }
-    return buf.subarray(0, off).toString('utf8');
-  } finally {
-    closeSync(fd);
-  }
 }

@@ -114,7 +114,7 @@ function parseGroup(text: string): GroupEntry[] {
 }
 
 /** Read `path` inside `rootfs`; undefined when it does not exist. Symlinks stay inside the root. */
-function readAccountFile(rootfs: string, path: string): string | undefined {
+export function readAccountFile(rootfs: string, path: string): string | undefined {
   const host = join(rootfs, rootPath(rootfs, path));
   let fd: number;
   try {
