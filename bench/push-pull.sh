@@ -17,27 +17,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-runs=3
-sizes=(1)
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --big) sizes=(1 4) ;;
-    --runs) runs="${2:?--runs needs a number}"; shift ;;
-    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-    *) echo "bench: unknown option $1 (try --help)" >&2; exit 2 ;;
-  esac
-  shift
-done
-case "$runs" in '' | *[!0-9]* | 0) echo "bench: --runs needs a positive number" >&2; exit 2 ;; esac
-
-bash scripts/setup.sh
-
-MYBUILD_CLI="${MYBUILD_CLI:-$PWD/packages/cli/dist/mybuild.mjs}"
-if [ ! -f "$MYBUILD_CLI" ]; then
-  echo "bench: error: $MYBUILD_CLI is missing (make build)" >&2
-  exit 1
-fi
-[ -x /usr/bin/time ] || { echo "bench: error: /usr/bin/time missing (Debian package time; scripts/setup.sh installs it)" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_args "$@"
+bench_setup
 [ -x /usr/bin/docker-registry ] || { echo "bench: error: /usr/bin/docker-registry missing (Debian package docker-registry)" >&2; exit 1; }
 
 cache=.cache/bench
@@ -99,46 +82,6 @@ EOF
   fi
 }
 
-dropped=unknown
-drop_caches() {
-  sync
-  if { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
-    dropped=yes
-  else
-    dropped=no
-  fi
-}
-
-# timed NAME SYNC CMD...: runs CMD (then `sync` when SYNC is 1) under /usr/bin/time; appends
-# "seconds kib" to $work/NAME.
-timed() {
-  local name="$1" with_sync="$2"
-  shift 2
-  drop_caches
-  # shellcheck disable=SC2016 # expanded by the inner sh
-  local script='"$@" >/dev/null 2>"$0"'
-  if [ "$with_sync" = 1 ]; then script="$script && sync"; fi
-  if ! /usr/bin/time -f '%e %M' -o "$work/time.out" sh -c "$script" "$work/step.err" "$@"; then
-    echo "bench: error: $* failed:" >&2
-    sed 's/^/  /' "$work/step.err" >&2
-    exit 1
-  fi
-  tail -n 1 "$work/time.out" >>"$work/$name"
-}
-
-# median COLUMN FILE: median of column 1 (seconds) or 2 (KiB)
-median() {
-  sort -n -k"$1","$1" "$2" | awk -v c="$1" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
-}
-
-fmt_row() {
-  # step, mybuild s, mybuild KiB, peer s, peer KiB
-  awk -v step="$1" -v ms="$2" -v mk="$3" -v ps="$4" -v pk="$5" 'BEGIN {
-    ratio = (ps > 0) ? sprintf("%.2fx", ms / ps) : "-"
-    printf "  %-10s %8.2f s %8.0f MiB   %8.2f s %8.0f MiB   %9s\n", step, ms, mk / 1024, ps, pk / 1024, ratio
-  }'
-}
-
 mb() { node "$MYBUILD_CLI" --progress quiet "$@"; }
 
 for gib in "${sizes[@]}"; do
@@ -156,18 +99,18 @@ for gib in "${sizes[@]}"; do
   for ((i = 1; i <= runs; i++)); do
     printf 'bench: %s GiB, run %d/%d\n' "$gib" "$i" "$runs"
     start_registry
-    timed mb-push 0 node "$MYBUILD_CLI" --root "$work/store-src" --progress quiet push "$ref" "$reg/bench/mb:1"
-    timed mb-repush 0 node "$MYBUILD_CLI" --root "$work/store-src" --progress quiet push "$ref" "$reg/bench/mb:1"
+    bench_timed mb-push 0 node "$MYBUILD_CLI" --root "$work/store-src" --progress quiet push "$ref" "$reg/bench/mb:1"
+    bench_timed mb-repush 0 node "$MYBUILD_CLI" --root "$work/store-src" --progress quiet push "$ref" "$reg/bench/mb:1"
     rm -rf "$work/store-pull"
-    timed mb-pull 1 node "$MYBUILD_CLI" --root "$work/store-pull" --progress quiet pull "$reg/bench/mb:1"
+    bench_timed mb-pull 1 node "$MYBUILD_CLI" --root "$work/store-pull" --progress quiet pull "$reg/bench/mb:1"
     rm -rf "$work/store-pull"
     stop_registry
 
     start_registry
-    timed sk-push 0 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:$ref" "docker://$reg/bench/sk:1"
-    timed sk-repush 0 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:$ref" "docker://$reg/bench/sk:1"
+    bench_timed sk-push 0 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:$ref" "docker://$reg/bench/sk:1"
+    bench_timed sk-repush 0 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:$ref" "docker://$reg/bench/sk:1"
     rm -rf "$work/oci-pull"
-    timed sk-pull 1 skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$reg/bench/sk:1" "oci:$work/oci-pull:bench"
+    bench_timed sk-pull 1 skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$reg/bench/sk:1" "oci:$work/oci-pull:bench"
     rm -rf "$work/oci-pull"
     stop_registry
   done
@@ -178,8 +121,8 @@ for gib in "${sizes[@]}"; do
   echo "push / pull: ${gib} GiB image (${size_mib} MiB of blobs, 5 gzip layers), fresh registry per run, median of ${runs}, page cache dropped: ${dropped}"
   printf '  %-10s %23s   %23s   %9s\n' "" "mybuild" "skopeo" "time"
   printf '  %-10s %10s %12s   %10s %12s   %9s\n' "step" "wall" "peak RSS" "wall" "peak RSS" "mb/skopeo"
-  fmt_row "push" "$(median 1 "$work/mb-push")" "$(median 2 "$work/mb-push")" "$(median 1 "$work/sk-push")" "$(median 2 "$work/sk-push")"
-  fmt_row "re-push" "$(median 1 "$work/mb-repush")" "$(median 2 "$work/mb-repush")" "$(median 1 "$work/sk-repush")" "$(median 2 "$work/sk-repush")"
-  fmt_row "pull" "$(median 1 "$work/mb-pull")" "$(median 2 "$work/mb-pull")" "$(median 1 "$work/sk-pull")" "$(median 2 "$work/sk-pull")"
+  fmt_row 10 "push" "$(median 1 "$work/mb-push")" "$(median 2 "$work/mb-push")" "$(median 1 "$work/sk-push")" "$(median 2 "$work/sk-push")"
+  fmt_row 10 "re-push" "$(median 1 "$work/mb-repush")" "$(median 2 "$work/mb-repush")" "$(median 1 "$work/sk-repush")" "$(median 2 "$work/sk-repush")"
+  fmt_row 10 "pull" "$(median 1 "$work/mb-pull")" "$(median 2 "$work/mb-pull")" "$(median 1 "$work/sk-pull")" "$(median 2 "$work/sk-pull")"
   echo
 done

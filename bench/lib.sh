@@ -1,0 +1,69 @@
+# Shared by the bench/ scripts (sourced, not run): flags, set-up checks, timing, medians, rows.
+# The sourcing script sets `work` (its scratch dir) before calling bench_timed.
+
+# bench_args "$@": --big (sizes 1 and 4 GiB), --runs N, --help (prints the sourcing script's header).
+bench_args() {
+  runs=3
+  sizes=(1)
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --big) sizes=(1 4) ;;
+      --runs) runs="${2:?--runs needs a number}"; shift ;;
+      -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+      *) echo "bench: unknown option $1 (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+  done
+  case "$runs" in '' | *[!0-9]* | 0) echo "bench: --runs needs a positive number" >&2; exit 2 ;; esac
+}
+
+# bench_setup: install/build what is missing, check the CLI and /usr/bin/time, set MYBUILD_CLI.
+bench_setup() {
+  bash scripts/setup.sh
+  MYBUILD_CLI="${MYBUILD_CLI:-$PWD/packages/cli/dist/mybuild.mjs}"
+  if [ ! -f "$MYBUILD_CLI" ]; then
+    echo "bench: error: $MYBUILD_CLI is missing (make build)" >&2
+    exit 1
+  fi
+  [ -x /usr/bin/time ] || { echo "bench: error: /usr/bin/time missing (Debian package time; scripts/setup.sh installs it)" >&2; exit 1; }
+}
+
+dropped=unknown
+drop_caches() {
+  sync
+  if { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
+    dropped=yes
+  else
+    dropped=no
+  fi
+}
+
+# bench_timed NAME SYNC CMD...: drops the page cache, runs CMD (then `sync` when SYNC is 1) under
+# /usr/bin/time and appends "seconds kib" to $work/NAME.
+bench_timed() {
+  local name="$1" with_sync="$2"
+  shift 2
+  drop_caches
+  # shellcheck disable=SC2016 # expanded by the inner sh
+  local script='"$@" >/dev/null 2>"$0"'
+  if [ "$with_sync" = 1 ]; then script="$script && sync"; fi
+  if ! /usr/bin/time -f '%e %M' -o "$work/time.out" sh -c "$script" "$work/step.err" "$@"; then
+    echo "bench: error: $* failed:" >&2
+    sed 's/^/  /' "$work/step.err" >&2
+    exit 1
+  fi
+  tail -n 1 "$work/time.out" >>"$work/$name"
+}
+
+# median COLUMN FILE: median of column 1 (seconds) or 2 (KiB)
+median() {
+  sort -n -k"$1","$1" "$2" | awk -v c="$1" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
+}
+
+# fmt_row WIDTH STEP MB_S MB_KIB PEER_S PEER_KIB
+fmt_row() {
+  awk -v w="$1" -v step="$2" -v ms="$3" -v mk="$4" -v ps="$5" -v pk="$6" 'BEGIN {
+    ratio = (ps > 0) ? sprintf("%.2fx", ms / ps) : "-"
+    printf "  %-" w "s %8.2f s %8.0f MiB   %8.2f s %8.0f MiB   %9s\n", step, ms, mk / 1024, ps, pk / 1024, ratio
+  }'
+}
