@@ -7,7 +7,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { writeBusyboxImage } from '@mybuild/fixtures/images.mjs';
-import { cli, ok, tempDir } from './helpers.js';
+import { cli, ok, run, tempDir } from './helpers.js';
+import { startRegistry } from '../../../fixtures/src/registry.js';
 
 const canBuild = process.getuid?.() === 0 && existsSync('/usr/sbin/runc') && existsSync('/bin/busybox');
 
@@ -60,6 +61,30 @@ describe.skipIf(!canBuild)('mybuild build', () => {
     expect(again.code, again.stderr).toBe(0);
     expect(again.stderr.match(/CACHED/g)?.length).toBe(4);
     await ok(root, ['inspect', 'cli-app:prune']);
+  });
+
+  test('push of a built image compresses its layers (gzip) as docker push does; the pushed digest reads back', async () => {
+    const reg = await startRegistry();
+    try {
+      const r = await cli(root, ['build', '-q', '-t', 'cli-app:push', ctx]);
+      expect(r.code, r.stderr).toBe(0);
+      const local = JSON.parse(await ok(root, ['inspect', 'cli-app:push'])) as { Manifest: { layers: { mediaType: string }[] } }[];
+      // the base layer came compressed; the build's own layers are kept uncompressed in the store
+      expect(local[0]!.Manifest.layers.some((l) => l.mediaType === 'application/vnd.oci.image.layer.v1.tar')).toBe(true);
+      const out = await ok(root, ['push', 'cli-app:push', `${reg.host}/team/cli-app:1`]);
+      const digest = /digest: (sha256:[0-9a-f]{64})/.exec(out)?.[1];
+      expect(digest).toBeDefined();
+      const raw = JSON.parse(await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.host}/team/cli-app:1`])) as { layers: { mediaType: string }[] };
+      expect(raw.layers.length).toBe(local[0]!.Manifest.layers.length);
+      expect(raw.layers.every((l) => l.mediaType === 'application/vnd.oci.image.layer.v1.tar+gzip')).toBe(true);
+      const remote = JSON.parse(await run('skopeo', ['inspect', '--tls-verify=false', `docker://${reg.host}/team/cli-app:1`])) as { Digest: string };
+      expect(remote.Digest).toBe(digest);
+      // a second push sends the same manifest (compressed blobs are remembered)
+      const again = await ok(root, ['push', 'cli-app:push', `${reg.host}/team/cli-app:1`]);
+      expect(again).toContain(digest!);
+    } finally {
+      await reg.stop();
+    }
   });
 
   test('-q prints the image ID; --iidfile writes it', async () => {

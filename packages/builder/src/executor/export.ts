@@ -31,7 +31,7 @@ import {
   withDefaultTag,
   formatReference,
 } from '@mybuild/oci';
-import { type Store, contentBlobSource, saveArchiveFile, unpackImage } from '@mybuild/layer-store';
+import { type ResolvedImage, type Store, contentBlobSource, saveArchiveFile, unpackImage } from '@mybuild/layer-store';
 import type { RegistryClient } from '@mybuild/registry-client';
 import { BuildCache } from './cache.js';
 
@@ -165,6 +165,24 @@ export async function exportImage(input: ExportInput, out: OutputSpec): Promise<
       }
     }
     return result;
+  });
+}
+
+/**
+ * What `mybuild push` sends for a stored image, as `docker push` does: an image whose layers
+ * are all compressed goes as stored (same digests); one with uncompressed layers (a build
+ * result, a docker-archive load) gets a manifest with those layers compressed once (the
+ * compressed blobs are remembered by diff ID). Returns undefined when nothing needs compressing.
+ */
+export async function pushableManifest(
+  store: Store,
+  img: ResolvedImage,
+  compression: Compression = 'gzip',
+): Promise<{ bytes: Buffer; desc: Descriptor } | undefined> {
+  if (compression === 'none' || img.manifest.layers.every((l) => layerCompression(l.mediaType) !== 'none')) return undefined;
+  return store.withImportLease(async () => {
+    const exp = await compressedManifest(store, img.manifest.layers, img.configDescriptor, img.config, { type: 'registry', compression });
+    return { bytes: exp.bytes, desc: exp.desc };
   });
 }
 

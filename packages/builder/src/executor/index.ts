@@ -10,4 +10,4 @@ export { cacheRoots, cacheKey, BuildCache, type CacheRecord } from './cache.js';
 export { StatCache } from './statCache.js';
 export { goMatch } from './gomatch.js';
 export { createProgressPrinter, type ProgressPrinter, type ProgressUiMode } from './progressui.js';
-export { exportImage, parseOutput, type ExportInput, type ExportResult, type OutputSpec, type OutputType } from './export.js';
+export { exportImage, parseOutput, pushableManifest, type ExportInput, type ExportResult, type OutputSpec, type OutputType } from './export.js';

@@ -78,6 +78,12 @@ export async function run(ctx: CommandContext): Promise<number> {
       note = `Pushing the ${formatPlatform(platform)} manifest of the multi-platform image ${src} (--all pushes every platform)`;
     }
   }
+  // Uncompressed layers (a build result, a docker-archive load) are compressed for the
+  // registry, as docker push does; an index pushed with --all goes as stored.
+  if (!(img.index && all)) {
+    const compressed = await (await import('@mybuild/builder')).pushableManifest(store, img);
+    if (compressed) pushed = compressed.desc;
+  }
   const bytes = await store.content.readBytes(pushed.digest, MAX_JSON_BLOB);
   if (bytes.length !== pushed.size) {
     throw new MyBuildError('INVALID_ARGUMENT', `manifest has ${bytes.length} bytes but its descriptor says ${pushed.size}`, { where: pushed.digest });
