@@ -53,6 +53,8 @@ export class Endpoint {
   readonly auth: Authenticator;
   /** `https:`/`http:` once known; undefined while an insecure or loopback host is probed. */
   #protocol: 'https:' | 'http:' | undefined;
+  /** Set while the first request to a probed host is out (see #follow). */
+  #probing: Promise<void> | undefined;
   readonly #probe: boolean;
   readonly #ctx: ClientContext;
   /** How blobs are uploaded here; downgraded when the registry refuses a form. */
@@ -143,6 +145,22 @@ export class Endpoint {
     let body: Body | undefined = spec.body;
     for (let hops = 0; ; hops++) {
       const own = this.#isOwn(url);
+      // Only one request finds out whether an insecure or loopback host speaks TLS; the
+      // requests that start meanwhile wait for its answer instead of each trying https.
+      let endProbe: (() => void) | undefined;
+      if (own && hops === 0 && this.#probe && this.#protocol === undefined) {
+        if (this.#probing) {
+          await this.#probing;
+          url = this.url(spec.url);
+        } else {
+          this.#probing = new Promise<void>((resolve) => {
+            endProbe = () => {
+              if (this.#protocol === undefined) this.#probing = undefined; // not learnt: the next one probes
+              resolve();
+            };
+          });
+        }
+      }
       const headers: Record<string, string> = { ...spec.headers };
       if (authorization && own) headers.authorization = authorization;
       let res: RawResponse;
@@ -165,11 +183,14 @@ export class Endpoint {
           url = new URL(url);
           url.protocol = 'http:';
           hops--;
+          endProbe?.();
           continue;
         }
+        endProbe?.();
         throw err;
       }
       if (own && this.#protocol === undefined) this.#protocol = url.protocol as 'https:' | 'http:';
+      endProbe?.();
       this.#ctx.debug(`${method} ${redactUrl(url)} → ${res.status} (${Date.now() - started} ms)`);
       const location = header(res, 'location');
       if (!REDIRECTS.has(res.status) || !location) return res;
