@@ -111,6 +111,25 @@ describe('push and pull on plain http', () => {
   });
 });
 
+describe('protocol probe', () => {
+  it('a fresh client finds out once that a loopback registry speaks plain http, even with concurrent first requests', async () => {
+    const img = makeImage({ layers: [1000, 2000, 3000, 4000] });
+    await client.push(MemoryStore.of(img), img.manifestBytes, `${reg.host}/team/probe:1`);
+    const lines: string[] = [];
+    const fresh = new RegistryClient({ credentials: () => Promise.resolve(undefined), debug: (l) => lines.push(l) });
+    try {
+      // a pull's blob downloads start together: only one of them may try TLS
+      await fresh.pull(`${reg.host}/team/probe:1`, new MemoryStore());
+      const fresh2 = new RegistryClient({ credentials: () => Promise.resolve(undefined), debug: (l) => lines.push(l) });
+      await Promise.all([1, 2, 3, 4].map(() => fresh2.blobExists(`${reg.host}/team/probe:1`, img.descriptor.digest)));
+      fresh2.close();
+    } finally {
+      fresh.close();
+    }
+    expect(lines.filter((l) => l.includes('does not speak TLS'))).toHaveLength(2);
+  });
+});
+
 describe('multi-arch', () => {
   it('pulls the requested platform from an index and copies the index with its digest', async () => {
     const idx = makeIndex([
