@@ -326,17 +326,7 @@ async function blobCompression(content: ContentStore, digest: Digest) {
 
 async function uncompressedDigest(content: ContentStore, digest: Digest, compression: 'gzip' | 'zstd', maxBytes: number): Promise<Digest> {
   const h = createHash('sha256');
-  const plain = await openPlain(await content.read(digest), compression, digest);
-  let bytes = 0;
-  for await (const c of plain.chunks) {
-    bytes += c.length;
-    if (bytes > maxBytes) {
-      throw new MyBuildError('SIZE_EXCEEDED', `layer expands to more than ${maxBytes} bytes`, {
-        where: digest,
-        hint: 'the layer is a decompression bomb or larger than the configured bound',
-      });
-    }
-    h.update(c);
-  }
+  const plain = await openPlain(await content.read(digest), compression, digest, { maxBytes });
+  for await (const c of plain.chunks) h.update(c);
   return `sha256:${h.digest('hex')}` as Digest;
 }

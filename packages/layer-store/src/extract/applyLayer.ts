@@ -109,7 +109,7 @@ export async function applyLayer(stream: Readable, targetDir: string, opts: Appl
     mkdirSync(targetDir, { recursive: true });
     const root = realpathSync(targetDir);
     const extraction = new Extraction(root, readdirSync(root).length === 0, opts, what);
-    const plain = await openPlain(stream, opts.compression, what);
+    const plain = await openPlain(stream, opts.compression, what, { maxBytes });
     compression = plain.compression;
     const { extract, recordsFor } = createTarReader(what);
     const sink = extract as unknown as Sink;
@@ -118,12 +118,6 @@ export async function applyLayer(stream: Readable, targetDir: string, opts: Appl
       try {
         for await (const chunk of plain.chunks) {
           bytes += chunk.length;
-          if (bytes > maxBytes) {
-            throw new MyBuildError('SIZE_EXCEEDED', `layer expands to more than ${maxBytes} bytes`, {
-              where: what,
-              hint: 'the layer is a decompression bomb or larger than the configured bound',
-            });
-          }
           hash.update(chunk);
           if (sink.destroyed) return;
           if (!sink.write(chunk)) await drained(sink);

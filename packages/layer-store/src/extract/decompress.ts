@@ -26,7 +26,27 @@ const GUNZIP_CHUNK = 256 * 1024;
  * any chunk: gzip through zlib's own backpressure, zstd through {@link zstdChunks} (zstd-napi's
  * DecompressStream would expand a whole input chunk — gigabytes for a crafted frame — in one go).
  */
-export async function openPlain(input: Readable, compression: Compression | undefined, what: string): Promise<PlainStream> {
+export async function openPlain(input: Readable, compression: Compression | undefined, what: string, opts: { maxBytes?: number } = {}): Promise<PlainStream> {
+  const plain = await openDecompressed(input, compression, what);
+  return opts.maxBytes === undefined ? plain : { compression: plain.compression, chunks: bounded(plain.chunks, opts.maxBytes, what) };
+}
+
+/** Fails as soon as more than `maxBytes` uncompressed bytes come out (a decompression bomb). */
+async function* bounded(chunks: AsyncIterable<Buffer>, maxBytes: number, what: string): AsyncGenerator<Buffer> {
+  let bytes = 0;
+  for await (const chunk of chunks) {
+    bytes += chunk.length;
+    if (bytes > maxBytes) {
+      throw new MyBuildError('SIZE_EXCEEDED', `layer expands to more than ${maxBytes} bytes`, {
+        where: what,
+        hint: 'the layer is a decompression bomb or larger than the configured bound',
+      });
+    }
+    yield chunk;
+  }
+}
+
+async function openDecompressed(input: Readable, compression: Compression | undefined, what: string): Promise<PlainStream> {
   const it = input[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   const head: Buffer[] = [];
   let have = 0;
