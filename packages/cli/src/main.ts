@@ -85,7 +85,7 @@ function parseGlobal(argv: string[]): { global: GlobalOptions; rest: string[] } 
     if (flag === '--root') global.root = value('--root');
     else if (flag === '--debug' || a === '-D') global.debug = true;
     else if (flag === '--insecure-registry') global.insecureRegistries.push(value('--insecure-registry'));
-    else if (flag === '--progress' && rest.length === 0) global.progress = value('--progress') as ProgressMode;
+    else if (flag === '--progress') global.progress = value('--progress') as ProgressMode;
     else rest.push(a);
   }
   if (!['auto', 'plain', 'tty', 'rawjson', 'quiet'].includes(global.progress)) {

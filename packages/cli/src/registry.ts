@@ -194,12 +194,7 @@ export class TransferProgress {
   }
 }
 
-/** The progress mode of a registry command: `-q` is quiet, a command's `--progress` beats the global one. */
-export function progressMode(global: GlobalOptions, local: { quiet?: boolean | undefined; progress?: string | undefined }): ProgressMode {
-  if (local.quiet) return 'quiet';
-  const mode = local.progress ?? global.progress;
-  if (!['auto', 'plain', 'tty', 'rawjson', 'quiet'].includes(mode)) {
-    throw new MyBuildError('INVALID_ARGUMENT', `unknown --progress mode ${JSON.stringify(mode)}`, { hint: 'use auto, plain, tty, rawjson or quiet' });
-  }
-  return mode as ProgressMode;
+/** The progress mode of a registry command: `-q` is quiet, otherwise --progress (a global flag, accepted anywhere). */
+export function progressMode(global: GlobalOptions, local: { quiet?: boolean | undefined }): ProgressMode {
+  return local.quiet ? 'quiet' : global.progress;
 }

@@ -54,7 +54,6 @@ export async function run(ctx: CommandContext): Promise<number> {
     push: { type: 'boolean' },
     compression: { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
-    progress: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {
@@ -91,10 +90,7 @@ export async function run(ctx: CommandContext): Promise<number> {
       throw new MyBuildError('INVALID_ARGUMENT', 'pushing needs a name: give -t NAME', { hint: 'mybuild build -t registry.example.com/team/app:1.2 --push .' });
     }
   }
-  const mode = values.progress ?? ctx.global.progress;
-  if (!['auto', 'plain', 'tty', 'rawjson', 'quiet'].includes(mode)) {
-    throw new MyBuildError('INVALID_ARGUMENT', `unknown --progress mode ${JSON.stringify(mode)}`, { hint: 'use auto, plain, tty, rawjson or quiet' });
-  }
+  const mode = ctx.global.progress; // checked by the global flag parser
   const uiMode = (values.quiet ? 'quiet' : mode === 'auto' ? (process.stderr.isTTY && !process.env.CI ? 'tty' : 'plain') : mode) as ProgressUiMode;
 
   const store = await open(ctx.global);

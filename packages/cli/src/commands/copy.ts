@@ -19,7 +19,6 @@ export async function run(ctx: CommandContext): Promise<number> {
   const { values, positionals } = parseCommand('copy', ctx.args, {
     platform: { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
-    progress: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {

@@ -37,7 +37,6 @@ export async function run(ctx: CommandContext): Promise<number> {
     platform: { type: 'string' },
     'all-platforms': { type: 'boolean', short: 'a' },
     quiet: { type: 'boolean', short: 'q' },
-    progress: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {

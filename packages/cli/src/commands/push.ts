@@ -28,7 +28,6 @@ export async function run(ctx: CommandContext): Promise<number> {
     all: { type: 'boolean' },
     platform: { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
-    progress: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {
