@@ -60,9 +60,15 @@ median() {
   sort -n -k"$1","$1" "$2" | awk -v c="$1" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
 }
 
-# fmt_row WIDTH STEP MB_S MB_KIB PEER_S PEER_KIB
+# bench_table_head WIDTH PEER RATIO_LABEL: the two header lines of a result table
+bench_table_head() {
+  printf "  %-$1s %23s   %23s   %9s\n" "" "mybuild" "$2" "time"
+  printf "  %-$1s %10s %12s   %10s %12s   %9s\n" "step" "wall" "peak RSS" "wall" "peak RSS" "$3"
+}
+
+# fmt_row WIDTH STEP MB_FILE PEER_FILE: medians of both tools' "seconds kib" lines, and their time ratio
 fmt_row() {
-  awk -v w="$1" -v step="$2" -v ms="$3" -v mk="$4" -v ps="$5" -v pk="$6" 'BEGIN {
+  awk -v w="$1" -v step="$2" -v ms="$(median 1 "$3")" -v mk="$(median 2 "$3")" -v ps="$(median 1 "$4")" -v pk="$(median 2 "$4")" 'BEGIN {
     ratio = (ps > 0) ? sprintf("%.2fx", ms / ps) : "-"
     printf "  %-" w "s %8.2f s %8.0f MiB   %8.2f s %8.0f MiB   %9s\n", step, ms, mk / 1024, ps, pk / 1024, ratio
   }'

@@ -54,10 +54,9 @@ for gib in "${sizes[@]}"; do
   size_mib=$(( $(stat -c %s "$archive") / 1024 / 1024 ))
   echo
   echo "load + unpack: ${gib} GiB docker-archive (${size_mib} MiB, 5 uncompressed layers), median of ${runs}, page cache dropped: ${dropped}"
-  printf '  %-16s %23s   %23s   %9s\n' "" "mybuild" "skopeo + umoci" "time"
-  printf '  %-16s %10s %12s   %10s %12s   %9s\n' "step" "wall" "peak RSS" "wall" "peak RSS" "mb/peer"
-  fmt_row 16 "load / copy" "$(median 1 "$work/mb-load")" "$(median 2 "$work/mb-load")" "$(median 1 "$work/peer-copy")" "$(median 2 "$work/peer-copy")"
-  fmt_row 16 "unpack" "$(median 1 "$work/mb-unpack")" "$(median 2 "$work/mb-unpack")" "$(median 1 "$work/peer-unpack")" "$(median 2 "$work/peer-unpack")"
-  fmt_row 16 "total" "$(median 1 "$work/mb-total")" "$(median 2 "$work/mb-total")" "$(median 1 "$work/peer-total")" "$(median 2 "$work/peer-total")"
+  bench_table_head 16 "skopeo + umoci" "mb/peer"
+  fmt_row 16 "load / copy" "$work/mb-load" "$work/peer-copy"
+  fmt_row 16 "unpack" "$work/mb-unpack" "$work/peer-unpack"
+  fmt_row 16 "total" "$work/mb-total" "$work/peer-total"
   echo
 done

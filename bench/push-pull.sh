@@ -119,10 +119,9 @@ for gib in "${sizes[@]}"; do
   size_mib=$(( $(du -sbL "$layout/blobs" | cut -f1) / 1024 / 1024 ))
   echo
   echo "push / pull: ${gib} GiB image (${size_mib} MiB of blobs, 5 gzip layers), fresh registry per run, median of ${runs}, page cache dropped: ${dropped}"
-  printf '  %-10s %23s   %23s   %9s\n' "" "mybuild" "skopeo" "time"
-  printf '  %-10s %10s %12s   %10s %12s   %9s\n' "step" "wall" "peak RSS" "wall" "peak RSS" "mb/skopeo"
-  fmt_row 10 "push" "$(median 1 "$work/mb-push")" "$(median 2 "$work/mb-push")" "$(median 1 "$work/sk-push")" "$(median 2 "$work/sk-push")"
-  fmt_row 10 "re-push" "$(median 1 "$work/mb-repush")" "$(median 2 "$work/mb-repush")" "$(median 1 "$work/sk-repush")" "$(median 2 "$work/sk-repush")"
-  fmt_row 10 "pull" "$(median 1 "$work/mb-pull")" "$(median 2 "$work/mb-pull")" "$(median 1 "$work/sk-pull")" "$(median 2 "$work/sk-pull")"
+  bench_table_head 10 "skopeo" "mb/skopeo"
+  fmt_row 10 "push" "$work/mb-push" "$work/sk-push"
+  fmt_row 10 "re-push" "$work/mb-repush" "$work/sk-repush"
+  fmt_row 10 "pull" "$work/mb-pull" "$work/sk-pull"
   echo
 done
