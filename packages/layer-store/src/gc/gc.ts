@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Digest, MyBuildError, digestHex } from '@mybuild/oci';
@@ -143,6 +144,8 @@ async function pruneIngests(paths: StorePaths, maxAgeMs: number, result: PruneRe
     let removed = false;
     try {
       const dir = join(paths.ingest, id);
+      // Committed or aborted by its writer between the listing and our lock: nothing to remove.
+      if (!existsSync(dir)) continue;
       if (maxAgeMs > 0) {
         const status = await readIngestStatus(paths, id);
         const updated = status?.updatedAt ?? (await stat(dir).catch(() => undefined))?.mtime;
