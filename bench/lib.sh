@@ -1,5 +1,5 @@
 # Shared by the bench/ scripts (sourced, not run): flags, set-up checks, timing, medians, rows.
-# The sourcing script sets `work` (its scratch dir) before calling bench_timed.
+# The sourcing script sets `work` (its scratch dir) before calling bench_timed or start_registry.
 
 # bench_args "$@": --big (sizes 1 and 4 GiB), --runs N, --help (prints the sourcing script's header).
 bench_args() {
@@ -72,4 +72,58 @@ fmt_row() {
     ratio = (ps > 0) ? sprintf("%.2fx", ms / ps) : "-"
     printf "  %-" w "s %8.2f s %8.0f MiB   %8.2f s %8.0f MiB   %9s\n", step, ms, mk / 1024, ps, pk / 1024, ratio
   }'
+}
+
+# A Debian docker-registry on loopback (plain http), in $work/registry: start_registry starts a
+# fresh one on a free port and sets $reg (host:port); stop_registry stops it (by PID) and removes
+# its directory. The sourcing script calls stop_registry from its EXIT trap.
+reg_pid=
+reg=
+reg_dir=
+stop_registry() {
+  if [ -n "$reg_pid" ]; then
+    kill "$reg_pid" 2>/dev/null || true
+    wait "$reg_pid" 2>/dev/null || true
+    reg_pid=
+  fi
+  if [ -n "$reg_dir" ]; then rm -rf "$reg_dir"; fi
+  reg_dir=
+}
+
+start_registry() {
+  local port
+  port="$(node -e 'const s = require("node:net").createServer(); s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')"
+  reg_dir="$work/registry"
+  rm -rf "$reg_dir"
+  mkdir -p "$reg_dir"
+  cat >"$reg_dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $(cd "$reg_dir" && pwd)/data
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$port
+  secret: bench-$$
+EOF
+  /usr/bin/docker-registry serve "$reg_dir/config.yml" >"$reg_dir/log" 2>&1 &
+  reg_pid=$!
+  reg="127.0.0.1:$port"
+  # shellcheck disable=SC2016 # JavaScript, not shell
+  if ! node -e '
+    const url = `http://${process.argv[1]}/v2/`;
+    const deadline = Date.now() + 15000;
+    const probe = () => fetch(url).then((r) => process.exit(r.status === 200 ? 0 : 1), () => (Date.now() > deadline ? process.exit(1) : setTimeout(probe, 50)));
+    probe();
+  ' "$reg"; then
+    echo "bench: error: docker-registry did not start on $reg:" >&2
+    sed 's/^/  /' "$reg_dir/log" >&2
+    exit 1
+  fi
 }

@@ -29,58 +29,7 @@ mkdir -p "$cache"
 rm -rf "$work"
 mkdir -p "$work"
 
-reg_pid=
-reg=
-reg_dir=
-stop_registry() {
-  if [ -n "$reg_pid" ]; then
-    kill "$reg_pid" 2>/dev/null || true
-    wait "$reg_pid" 2>/dev/null || true
-    reg_pid=
-  fi
-  if [ -n "$reg_dir" ]; then rm -rf "$reg_dir"; fi
-  reg_dir=
-}
 trap 'stop_registry; rm -rf "$work"' EXIT
-
-# start_registry: a fresh docker-registry on a free loopback port; sets $reg (host:port).
-start_registry() {
-  local port
-  port="$(node -e 'const s = require("node:net").createServer(); s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')"
-  reg_dir="$work/registry"
-  rm -rf "$reg_dir"
-  mkdir -p "$reg_dir"
-  cat >"$reg_dir/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $PWD/$reg_dir/data
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$port
-  secret: bench-$$
-EOF
-  /usr/bin/docker-registry serve "$reg_dir/config.yml" >"$reg_dir/log" 2>&1 &
-  reg_pid=$!
-  reg="127.0.0.1:$port"
-  # shellcheck disable=SC2016 # JavaScript, not shell
-  if ! node -e '
-    const url = `http://${process.argv[1]}/v2/`;
-    const deadline = Date.now() + 15000;
-    const probe = () => fetch(url).then((r) => process.exit(r.status === 200 ? 0 : 1), () => (Date.now() > deadline ? process.exit(1) : setTimeout(probe, 50)));
-    probe();
-  ' "$reg"; then
-    echo "bench: error: docker-registry did not start on $reg:" >&2
-    sed 's/^/  /' "$reg_dir/log" >&2
-    exit 1
-  fi
-}
 
 mb() { node "$MYBUILD_CLI" --progress quiet "$@"; }
 

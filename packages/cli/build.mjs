@@ -25,6 +25,7 @@ await build({
     js: "#!/usr/bin/env node\nimport { createRequire as __mybuildCreateRequire } from 'node:module';\nconst require = __mybuildCreateRequire(import.meta.url);",
   },
   logLevel: 'warning',
+  minify: process.env.MINIFY === '1',
 });
 copyFileSync(join(here, '..', 'layer-store', 'build', 'sys.node'), join(dist, 'sys.node'));
 copyFileSync(join(here, '..', 'layer-store', 'build', 'sys.node'), join(dist, 'chunks', 'sys.node'));

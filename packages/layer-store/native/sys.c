@@ -1,7 +1,9 @@
 // Small system calls Node does not expose: mknod, extended attributes on links, flock,
-// nanosecond file times (utimensat/futimens; Node's utimes rounds to microseconds).
-// Each function throws an Error whose `code` is the errno name (ENOENT, EPERM, ...).
+// nanosecond file times (utimensat/futimens; Node's utimes rounds to microseconds), and an
+// append-and-sha256 that runs on the thread pool. Each function throws an Error whose `code`
+// is the errno name (ENOENT, EPERM, ...).
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -11,6 +13,8 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
+#include <sys/uio.h>
+#include <limits.h>
 #include <sys/time.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -307,6 +311,234 @@ static napi_value js_devnums(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+
+// ---- sha256 + append, off the JS thread ------------------------------------------------------
+// The hash comes from the OpenSSL that Node itself carries (its symbols are exported for
+// addons); looked up at run time so that a Node without them still loads this addon and the
+// caller falls back to node:crypto. A context is an opaque block larger than OpenSSL's
+// SHA256_CTX (112 bytes).
+typedef int (*sha_init_fn)(void *);
+typedef int (*sha_update_fn)(void *, const void *, size_t);
+typedef int (*sha_final_fn)(unsigned char *, void *);
+static sha_init_fn sha_init;
+static sha_update_fn sha_update;
+static sha_final_fn sha_final;
+static int sha_state;  // 0 unknown, 1 available, -1 not available
+
+#define SHA_CTX_BYTES 256
+
+typedef struct {
+  unsigned char ctx[SHA_CTX_BYTES];
+  int busy;      // an append is running on the thread pool
+  int finished;  // digest() was called
+} hasher_t;
+
+static int sha_available(void) {
+  if (sha_state != 0) return sha_state > 0;
+  sha_state = -1;
+  sha_init = (sha_init_fn)dlsym(RTLD_DEFAULT, "SHA256_Init");
+  sha_update = (sha_update_fn)dlsym(RTLD_DEFAULT, "SHA256_Update");
+  sha_final = (sha_final_fn)dlsym(RTLD_DEFAULT, "SHA256_Final");
+  if (!sha_init || !sha_update || !sha_final) return 0;
+  // Known answer: sha256("abc").
+  static const unsigned char want[32] = {0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23,
+                                         0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad};
+  unsigned char ctx[SHA_CTX_BYTES], out[32];
+  if (sha_init(ctx) != 1 || sha_update(ctx, "abc", 3) != 1 || sha_final(out, ctx) != 1) return 0;
+  if (memcmp(out, want, 32) != 0) return 0;
+  sha_state = 1;
+  return 1;
+}
+
+static void hasher_free(napi_env env, void *data, void *hint) { free(data); }
+
+static hasher_t *get_hasher(napi_env env, napi_value v) {
+  void *p = NULL;
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external) return NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok) return NULL;
+  return (hasher_t *)p;
+}
+
+// sha256Create() -> external, or null when Node carries no usable SHA256_* symbols
+static napi_value js_sha256_create(napi_env env, napi_callback_info info) {
+  napi_value out;
+  if (!sha_available()) {
+    napi_get_null(env, &out);
+    return out;
+  }
+  hasher_t *h = calloc(1, sizeof *h);
+  if (!h || sha_init(h->ctx) != 1) {
+    free(h);
+    napi_throw_error(env, NULL, "sha256: cannot create a context");
+    return NULL;
+  }
+  napi_create_external(env, h, hasher_free, NULL, &out);
+  return out;
+}
+
+// sha256Update(h, buffer): on this thread (for small amounts: resuming an ingest)
+static napi_value js_sha256_update(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  hasher_t *h = get_hasher(env, argv[0]);
+  if (!h) TYPE_ERROR("not a sha256 context");
+  if (h->busy || h->finished) TYPE_ERROR("sha256 context is busy or finished");
+  void *data;
+  size_t len;
+  if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) TYPE_ERROR("data must be a Buffer");
+  if (len > 0) sha_update(h->ctx, data, len);
+  return NULL;
+}
+
+// sha256Digest(h) -> lowercase hex; the context is finished after this
+static napi_value js_sha256_digest(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  hasher_t *h = get_hasher(env, argv[0]);
+  if (!h) TYPE_ERROR("not a sha256 context");
+  if (h->busy || h->finished) TYPE_ERROR("sha256 context is busy or finished");
+  unsigned char md[32];
+  char hex[65];
+  sha_final(md, h->ctx);
+  h->finished = 1;
+  for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+  napi_value out;
+  napi_create_string_utf8(env, hex, 64, &out);
+  return out;
+}
+
+#define APPEND_MAX_BUFFERS 1024
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref buffers_ref;
+  napi_ref hasher_ref;
+  hasher_t *h;
+  int fd;
+  int kick;
+  int count;
+  struct iovec iov[APPEND_MAX_BUFFERS];
+  size_t written;
+  int err;
+  const char *syscall;
+} append_t;
+
+static void append_execute(napi_env env, void *data) {
+  append_t *a = data;
+  struct iovec *iov = a->iov;
+  int left = a->count;
+  size_t total = 0;
+  for (int i = 0; i < a->count; i++) total += a->iov[i].iov_len;
+  // Write everything (the fd is O_APPEND: every write lands at the end), then hash it.
+  struct iovec cur[APPEND_MAX_BUFFERS];
+  memcpy(cur, iov, sizeof(struct iovec) * (size_t)a->count);
+  struct iovec *p = cur;
+  while (left > 0) {
+    ssize_t n = writev(a->fd, p, left > IOV_MAX ? IOV_MAX : left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      a->err = errno;
+      a->syscall = "writev";
+      return;
+    }
+    a->written += (size_t)n;
+    size_t m = (size_t)n;
+    while (left > 0 && m >= p->iov_len) {
+      m -= p->iov_len;
+      p++;
+      left--;
+    }
+    if (left > 0 && m > 0) {
+      p->iov_base = (char *)p->iov_base + m;
+      p->iov_len -= m;
+    }
+  }
+  for (int i = 0; i < a->count; i++) sha_update(a->h->ctx, iov[i].iov_base, iov[i].iov_len);
+  if (a->kick && total > 0) {
+    // Start writing the file's dirty pages back now (without waiting), so the fsync at commit
+    // finds little left to do and the disk works while the data is still arriving.
+    sync_file_range(a->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+  }
+}
+
+static void append_complete(napi_env env, napi_status status, void *data) {
+  append_t *a = data;
+  a->h->busy = 0;
+  if (status != napi_ok && a->err == 0) {
+    a->err = EIO;
+    a->syscall = "append";
+  }
+  if (a->err != 0) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s: %s, %s", errno_name(a->err), strerror(a->err), a->syscall);
+    napi_value m, code, err, num;
+    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+    napi_create_string_utf8(env, errno_name(a->err), NAPI_AUTO_LENGTH, &code);
+    napi_create_error(env, code, m, &err);
+    napi_create_int32(env, -a->err, &num);
+    napi_set_named_property(env, err, "errno", num);
+    napi_reject_deferred(env, a->deferred, err);
+  } else {
+    napi_value n;
+    napi_create_double(env, (double)a->written, &n);
+    napi_resolve_deferred(env, a->deferred, n);
+  }
+  napi_delete_reference(env, a->buffers_ref);
+  napi_delete_reference(env, a->hasher_ref);
+  napi_delete_async_work(env, a->work);
+  free(a);
+}
+
+// appendHashed(fd, h, buffers[], kick) -> Promise<bytes written>: on the thread pool, append the
+// buffers to fd (opened O_APPEND) and feed them to h, in order. One call per context at a time.
+static napi_value js_append_hashed(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  int32_t fd;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) TYPE_ERROR("fd must be a number");
+  hasher_t *h = get_hasher(env, argv[1]);
+  if (!h) TYPE_ERROR("not a sha256 context");
+  if (h->busy || h->finished) TYPE_ERROR("sha256 context is busy or finished");
+  bool is_array = false;
+  uint32_t count = 0;
+  if (napi_is_array(env, argv[2], &is_array) != napi_ok || !is_array) TYPE_ERROR("buffers must be an array");
+  napi_get_array_length(env, argv[2], &count);
+  if (count == 0 || count > APPEND_MAX_BUFFERS) TYPE_ERROR("buffers must hold 1 to 1024 Buffers");
+  bool kick = false;
+  napi_get_value_bool(env, argv[3], &kick);
+  append_t *a = calloc(1, sizeof *a);
+  if (!a) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value b;
+    void *d;
+    size_t len;
+    bool isbuf = false;
+    napi_get_element(env, argv[2], i, &b);
+    if (napi_is_buffer(env, b, &isbuf) != napi_ok || !isbuf || napi_get_buffer_info(env, b, &d, &len) != napi_ok) {
+      free(a);
+      TYPE_ERROR("buffers must hold Buffers");
+    }
+    a->iov[i].iov_base = d;
+    a->iov[i].iov_len = len;
+  }
+  a->count = (int)count;
+  a->fd = fd;
+  a->kick = kick;
+  a->h = h;
+  napi_value promise, name;
+  // The buffers and the context stay alive (and unmoved) until the work completes.
+  napi_create_reference(env, argv[2], 1, &a->buffers_ref);
+  napi_create_reference(env, argv[1], 1, &a->hasher_ref);
+  napi_create_promise(env, &a->deferred, &promise);
+  napi_create_string_utf8(env, "mybuild.appendHashed", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, append_execute, append_complete, a, &a->work);
+  h->busy = 1;
+  napi_queue_async_work(env, a->work);
+  return promise;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -320,6 +552,10 @@ static napi_value init(napi_env env, napi_value exports) {
     {"devnums", NULL, js_devnums, NULL, NULL, NULL, napi_enumerable, NULL},
     {"lutimens", NULL, js_lutimens, NULL, NULL, NULL, napi_enumerable, NULL},
     {"futimens", NULL, js_futimens, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"sha256Create", NULL, js_sha256_create, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"sha256Update", NULL, js_sha256_update, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"sha256Digest", NULL, js_sha256_digest, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"appendHashed", NULL, js_append_hashed, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -22,3 +22,4 @@ export { writeLayer, type WriteLayerOptions, type WrittenLayer } from './diff/wr
 export { layerTar, TAR_CHUNK, type LayerTarOptions, type TarStats } from './diff/layerTar.js';
 export { walkLayer, isLayerXattr, type DiffMode, type LayerEntry, type WalkLayerOptions } from './diff/walkLayer.js';
 export { contentBlobSink, contentBlobSource, type ContentBlobSourceOptions } from './content/blobs.js';
+export { zstdNapi } from './lazy.js';

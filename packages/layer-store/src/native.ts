@@ -18,7 +18,21 @@ export interface NativeSys {
   /** utimensat(AT_SYMLINK_NOFOLLOW) with nanoseconds (Node's lutimes rounds to microseconds). */
   lutimens(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   futimens(fd: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
+  /** A sha256 context from the OpenSSL inside Node; null when this Node does not export it. */
+  sha256Create(): NativeSha256 | null;
+  sha256Update(h: NativeSha256, data: Buffer): void;
+  /** Lowercase hex; the context cannot be used after it. */
+  sha256Digest(h: NativeSha256): string;
+  /**
+   * On the thread pool: append `buffers` (1 to 1024) to `fd` (opened O_APPEND), then feed them
+   * to `h`; with `kick`, start writing the file back to disk without waiting. Resolves to the
+   * bytes written. One call per context at a time.
+   */
+  appendHashed(fd: number, h: NativeSha256, buffers: Buffer[], kick: boolean): Promise<number>;
 }
+
+/** An opaque native sha256 context. */
+export type NativeSha256 = { readonly __brand: 'NativeSha256' };
 
 let cached: NativeSys | undefined;
 

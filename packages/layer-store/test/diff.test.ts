@@ -151,7 +151,7 @@ interface Listed {
 }
 
 async function listTar(tar: Buffer): Promise<Listed[]> {
-  const { extract, recordsFor } = createTarReader();
+  const { extract, recordsFor } = await createTarReader();
   const out: Listed[] = [];
   extract.end(tar);
   for await (const entry of extract) {

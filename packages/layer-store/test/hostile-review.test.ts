@@ -210,7 +210,9 @@ describe('whiteout cost (flatten mode)', () => {
     const elapsed = Date.now() - started;
     expect(existsSync(join(root, 'd/lower'))).toBe(false);
     expect(readdirSync(join(root, 'd'))).toHaveLength(20_000);
-    expect(elapsed).toBeLessThan(8000);
+    // Linear work here is ~3 s; walking 20,000 entries for each of 3,000 markers would be
+    // 60 million steps (minutes). The bound leaves room for a machine busy with other work.
+    expect(elapsed).toBeLessThan(40_000);
   }, 120_000);
 });
 

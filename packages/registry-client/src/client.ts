@@ -260,6 +260,7 @@ export class RegistryClient {
         return t;
       },
       debug: (line) => debug?.(line),
+      debugging: debug !== undefined,
       now: opts.clock ?? Date.now,
       sleep: (ms) => sleep(ms),
       chunkSize: opts.chunkSize ?? 4 << 20,

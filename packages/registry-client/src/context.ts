@@ -12,6 +12,8 @@ export interface ClientContext {
   /** TLS options for a connection to `host`. */
   tlsFor(host: string): TlsOptions;
   debug(line: string): void;
+  /** Whether debug lines go anywhere (so hot paths skip building them). */
+  debugging: boolean;
   /** Milliseconds since the epoch (injectable for token expiry tests). */
   now(): number;
   sleep(ms: number): Promise<void>;

@@ -191,7 +191,7 @@ export class Endpoint {
       }
       if (own && this.#protocol === undefined) this.#protocol = url.protocol as 'https:' | 'http:';
       endProbe?.();
-      this.#ctx.debug(`${method} ${redactUrl(url)} → ${res.status} (${Date.now() - started} ms)`);
+      if (this.#ctx.debugging) this.#ctx.debug(`${method} ${redactUrl(url)} → ${res.status} (${Date.now() - started} ms)`);
       const location = header(res, 'location');
       if (!REDIRECTS.has(res.status) || !location) return res;
       discard(res);

@@ -1,11 +1,10 @@
 /**
- * One HTTP exchange over got: no redirects, no retries, no auth (the endpoint adds those).
+ * One HTTP exchange over node:http: no redirects, no retries, no auth (the endpoint adds those).
  * Bodies stream both ways; keep-alive agents are shared by every registry of a client.
  */
 import http from 'node:http';
 import https from 'node:https';
 import type { Readable } from 'node:stream';
-import got, { type Request as GotRequest } from 'got';
 import { MyBuildError } from '@mybuild/oci';
 
 export type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -53,6 +52,10 @@ export interface HttpOptions {
 
 const NO_BODY = Buffer.alloc(0);
 
+function timeoutError(event: string, ms: number, url: URL): Error {
+  return Object.assign(new Error(`timeout awaiting '${event}' for ${ms}ms (${url.host})`), { code: 'ETIMEDOUT', event });
+}
+
 export class Http {
   readonly #opts: HttpOptions;
   readonly #agents: { http: http.Agent; https: https.Agent };
@@ -70,48 +73,68 @@ export class Http {
     const body = canHaveBody ? (req.body ?? NO_BODY) : undefined;
     const headers: Record<string, string> = { 'user-agent': this.#opts.userAgent, ...req.headers };
     if (Buffer.isBuffer(body)) headers['content-length'] = String(body.length);
-    let stream: GotRequest;
-    try {
-      stream = got.stream(req.url, {
-        method: req.method,
-        headers,
-        ...(body === undefined ? {} : { body }),
-        followRedirect: false,
-        throwHttpErrors: false,
-        decompress: false,
-        retry: { limit: 0 },
-        http2: false,
-        agent: this.#agents,
-        timeout: { lookup: t.connectMs, connect: t.connectMs, secureConnect: t.connectMs, socket: t.idleMs, response: t.responseMs },
-        https: {
-          rejectUnauthorized: req.tls?.rejectUnauthorized ?? true,
-          ...(req.tls?.ca ? { certificateAuthority: req.tls.ca } : {}),
-          ...(req.tls?.cert ? { certificate: req.tls.cert } : {}),
-          ...(req.tls?.key ? { key: req.tls.key } : {}),
-        },
-      });
-    } catch (err) {
-      if (body && !Buffer.isBuffer(body)) body.destroy();
-      return Promise.reject(err instanceof Error ? err : new MyBuildError('INTERNAL', String(err)));
-    }
+    const secure = req.url.protocol === 'https:';
+    const options: https.RequestOptions = {
+      method: req.method,
+      headers,
+      agent: secure ? this.#agents.https : this.#agents.http,
+      ...(secure
+        ? {
+            rejectUnauthorized: req.tls?.rejectUnauthorized ?? true,
+            ...(req.tls?.ca ? { ca: req.tls.ca } : {}),
+            ...(req.tls?.cert ? { cert: req.tls.cert } : {}),
+            ...(req.tls?.key ? { key: req.tls.key } : {}),
+          }
+        : {}),
+    };
     return new Promise((resolve, reject) => {
-      const onError = (err: Error) => {
+      let response: http.IncomingMessage | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      const r = (secure ? https : http).request(req.url, options);
+      // Before the response: reject. After it: the body stream carries the error.
+      const fail = (err: Error) => {
+        clearTimeout(timer);
         if (body && !Buffer.isBuffer(body)) body.destroy();
-        reject(err);
+        if (response) {
+          response.destroy(err);
+        } else {
+          r.destroy(err);
+          reject(err);
+        }
       };
-      stream.once('error', onError);
-      stream.once('response', (res: http.IncomingMessage) => {
-        stream.off('error', onError);
-        // Errors after this point surface on the body stream; keep one listener so an
-        // unread, discarded body cannot crash the process.
-        stream.on('error', () => undefined);
+      const arm = (ms: number, event: string) => {
+        clearTimeout(timer);
+        timer = setTimeout(() => fail(timeoutError(event, ms, req.url)), ms);
+      };
+      r.on('error', fail);
+      r.setTimeout(t.idleMs, () => fail(timeoutError('socket', t.idleMs, req.url)));
+      r.once('socket', (socket) => {
+        // A new connection (lookup, TCP, TLS handshake) has its own short limit; a kept-alive one is ready.
+        if (!socket.connecting) return;
+        arm(t.connectMs, 'connect');
+        socket.once(secure ? 'secureConnect' : 'connect', () => clearTimeout(timer));
+      });
+      r.once('finish', () => {
+        if (!response) arm(t.responseMs, 'response');
+      });
+      r.once('response', (res: http.IncomingMessage) => {
+        clearTimeout(timer);
+        response = res;
+        // Keep one listener so an unread, discarded body cannot crash the process.
+        res.on('error', () => undefined);
         if (body && !Buffer.isBuffer(body) && !body.readableEnded) {
           // The server answered before taking the whole body (an error, usually).
           body.unpipe();
           body.destroy();
         }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, url: req.url, body: stream });
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, url: req.url, body: res });
       });
+      if (body === undefined) r.end();
+      else if (Buffer.isBuffer(body)) r.end(body);
+      else {
+        body.once('error', fail);
+        body.pipe(r);
+      }
     });
   }
 

@@ -9,9 +9,8 @@ import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { constants, gunzipSync } from 'node:zlib';
-import { DecompressStream } from 'zstd-napi';
 import { type Digest, MyBuildError, sniffCompression } from '@mybuild/oci';
-import { applyLayer } from '@mybuild/layer-store';
+import { applyLayer, zstdNapi } from '@mybuild/layer-store';
 
 const SNIFF = 64 * 1024;
 
@@ -39,7 +38,7 @@ export async function isArchive(path: string): Promise<boolean> {
 }
 
 async function zstdHead(head: Buffer): Promise<Buffer> {
-  const d = new DecompressStream();
+  const d = new (zstdNapi().DecompressStream)();
   const out: Buffer[] = [];
   let size = 0;
   await new Promise<void>((resolve, reject) => {

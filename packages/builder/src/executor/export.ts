@@ -16,7 +16,6 @@ import { randomBytes } from 'node:crypto';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import { CompressStream } from 'zstd-napi';
 import {
   type Compression,
   type Descriptor,
@@ -31,7 +30,7 @@ import {
   withDefaultTag,
   formatReference,
 } from '@mybuild/oci';
-import { type ResolvedImage, type Store, contentBlobSource, saveArchiveFile, unpackImage } from '@mybuild/layer-store';
+import { type ResolvedImage, type Store, contentBlobSource, saveArchiveFile, unpackImage, zstdNapi } from '@mybuild/layer-store';
 import type { RegistryClient } from '@mybuild/registry-client';
 import { BuildCache } from './cache.js';
 
@@ -230,7 +229,7 @@ async function compressBlob(store: Store, layer: Descriptor, compression: 'gzip'
   const compressor: Transform =
     compression === 'gzip'
       ? createGzip({ level: level ?? 6, chunkSize: GZIP_CHUNK })
-      : (new CompressStream({ compressionLevel: level ?? 3, checksumFlag: true, nbWorkers: 1 }) as unknown as Transform);
+      : (new (zstdNapi().CompressStream)({ compressionLevel: level ?? 3, checksumFlag: true, nbWorkers: 1 }) as unknown as Transform);
   const w = await store.content.writer(`export-${layer.digest}-${compression}-${randomBytes(4).toString('hex')}`);
   try {
     await pipeline(input, compressor, w.stream());

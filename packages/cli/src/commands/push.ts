@@ -1,5 +1,5 @@
 import { contentBlobSource, MAX_JSON_BLOB, storedName } from '@mybuild/layer-store';
-import { type Descriptor, formatPlatform, hostPlatform, type ImageIndex, isIndexMediaType, MyBuildError, parseNormalizedReference, parsePlatform, parseReference, repositoryName } from '@mybuild/oci';
+import { type Descriptor, formatPlatform, hostPlatform, type ImageIndex, isIndexMediaType, layerCompression, MyBuildError, parseNormalizedReference, parsePlatform, parseReference, repositoryName } from '@mybuild/oci';
 import type { CommandContext } from '../main.js';
 import { parseCommand, usageError } from '../args.js';
 import { open } from '../store.js';
@@ -79,7 +79,8 @@ export async function run(ctx: CommandContext): Promise<number> {
   }
   // Uncompressed layers (a build result, a docker-archive load) are compressed for the
   // registry, as docker push does; an index pushed with --all goes as stored.
-  if (!(img.index && all)) {
+  // The builder (which owns that step) is loaded only when there is something to compress.
+  if (!(img.index && all) && img.manifest.layers.some((l) => layerCompression(l.mediaType) === 'none')) {
     const compressed = await (await import('@mybuild/builder')).pushableManifest(store, img);
     if (compressed) pushed = compressed.desc;
   }

@@ -82,7 +82,7 @@ export async function loadArchive(store: Store, input: Readable, where: string, 
     const stream = Readable.from(plain.chunks, { objectMode: false });
     // The layer reader's framing (as docker reads archives): nothing after the end-of-archive
     // marker, no PAX global headers, no bodies for links; sizes that do not parse are refused.
-    const { extract, recordsFor } = createTarReader(where);
+    const { extract, recordsFor } = await createTarReader(where);
     extract.on('entry', (header, entry, next) => {
       void (async () => {
         recordsFor(header);

@@ -3,7 +3,8 @@ import { rename, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import * as tar from 'tar-stream';
+import type * as tar from 'tar-stream';
+import { tarStream } from '../lazy.js';
 import {
   type Descriptor,
   type Digest,
@@ -70,7 +71,7 @@ export async function saveArchive(store: Store, refs: string[], out: Writable, o
     const isName = !/^(sha256:)?[a-f0-9]{4,64}$/.test(ref);
     saved.push({ name: isName ? nameOf(ref) : undefined, image });
   }
-  const pack = tar.pack();
+  const pack = (await tarStream()).pack();
   const done = pipeline(pack as unknown as Readable, out);
   try {
     if ((opts.format ?? 'docker') === 'docker') await writeDocker(store.content, saved, pack, opts);

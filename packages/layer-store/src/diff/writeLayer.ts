@@ -2,10 +2,10 @@ import { createHash, randomUUID } from 'node:crypto';
 import { Readable, type Transform, type TransformOptions } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { type ZlibOptions, createGzip } from 'node:zlib';
-import { CompressStream } from 'zstd-napi';
 import { type Compression, type Digest, MyBuildError, layerMediaTypeFor } from '@mybuild/oci';
 import type { ContentStore, ContentWriter } from '../api.js';
 import { type LayerTarOptions, type TarStats, TAR_CHUNK, layerTar } from './layerTar.js';
+import { zstdNapi } from '../lazy.js';
 
 export interface WriteLayerOptions extends LayerTarOptions {
   /** Where the blob goes (through a content writer: checked, fsynced, renamed into blobs/). */
@@ -95,7 +95,7 @@ function compressor(compression: 'gzip' | 'zstd', level: number, buffered: numbe
     const options: ZlibOptions & TransformOptions = { level, chunkSize: GZIP_CHUNK, highWaterMark: buffered };
     return createGzip(options);
   }
-  return new CompressStream({
+  return new (zstdNapi().CompressStream)({
     compressionLevel: level,
     // A checksum in the frame (as the zstd CLI writes) lets `zstd -t` check a blob on its own.
     checksumFlag: true,

@@ -111,7 +111,7 @@ export async function applyLayer(stream: Readable, targetDir: string, opts: Appl
     const extraction = new Extraction(root, readdirSync(root).length === 0, opts, what);
     const plain = await openPlain(stream, opts.compression, what, { maxBytes });
     compression = plain.compression;
-    const { extract, recordsFor } = createTarReader(what);
+    const { extract, recordsFor } = await createTarReader(what);
     const sink = extract as unknown as Sink;
 
     const feeding = (async () => {

@@ -1,15 +1,8 @@
-import { createRequire } from 'node:module';
 import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { type Compression, MyBuildError, sniffCompression } from '@mybuild/oci';
+import { zstdBinding as zstd } from '../lazy.js';
 
-/** zstd-napi's low-level binding (a native CommonJS module: required, not imported by name). */
-type ZstdBinding = typeof import('zstd-napi/binding.js');
-let zstdBinding: ZstdBinding | undefined;
-function zstd(): ZstdBinding {
-  zstdBinding ??= createRequire(import.meta.url)('zstd-napi/binding') as ZstdBinding;
-  return zstdBinding;
-}
 
 export interface PlainStream {
   compression: Compression;

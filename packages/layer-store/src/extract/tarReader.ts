@@ -1,4 +1,5 @@
-import * as tarStream from 'tar-stream';
+import type * as tarStream from 'tar-stream';
+import { tarStream as loadTarStream } from '../lazy.js';
 import { MyBuildError } from '@mybuild/oci';
 
 /** PAX records of one entry (global records merged under the entry's own), values as raw bytes. */
@@ -58,8 +59,8 @@ export interface TarReader {
  * - an entry after a zero block is refused: Go stops at the end-of-archive marker (or fails on
  *   a lone zero block), where tar-stream skips zero blocks and reads on.
  */
-export function createTarReader(what = 'layer'): TarReader {
-  const extract = tarStream.extract();
+export async function createTarReader(what = 'layer'): Promise<TarReader> {
+  const extract = (await loadTarStream()).extract();
   const internals = extract as unknown as ExtractInternals;
   const decode = internals._decodeLongHeader;
   const consumeHeader = internals._consumeHeader;

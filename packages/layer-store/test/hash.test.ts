@@ -1,0 +1,103 @@
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { type Store, sys } from '@mybuild/layer-store';
+import { sha256, tempStore } from './helpers-store.js';
+
+const hex = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+describe('native sha256 and appendHashed', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mybuild-hash-'));
+  });
+  afterEach(async () => rm(dir, { recursive: true, force: true }));
+
+  test('this Node exports the OpenSSL symbols the addon looks up', () => {
+    expect(sys().sha256Create()).not.toBeNull();
+  });
+
+  test('digest and file content equal node:crypto and the input, for any split into appends', async () => {
+    for (const [parts, size] of [[1, 0], [1, 1], [3, 63], [7, 64 * 1024 + 5], [1500, 700], [2, 5 * 1024 * 1024 + 3]] as const) {
+      const data = randomBytes(size);
+      const file = join(dir, `out-${parts}-${size}`);
+      const fd = openSync(file, 'a', 0o600);
+      const h = sys().sha256Create()!;
+      try {
+        // Uneven pieces, sent in calls of up to 1024 buffers each.
+        const pieces: Buffer[] = [];
+        let at = 0;
+        for (let i = 0; i < parts; i++) {
+          const end = i === parts - 1 ? size : Math.min(size, at + Math.floor(size / parts) + (i % 3));
+          pieces.push(data.subarray(at, end));
+          at = end;
+        }
+        const nonEmpty = pieces.filter((p) => p.length > 0);
+        let written = 0;
+        for (let i = 0; i < nonEmpty.length; i += 1024) written += await sys().appendHashed(fd, h, nonEmpty.slice(i, i + 1024), i === 0);
+        expect(written).toBe(size);
+      } finally {
+        closeSync(fd);
+      }
+      expect(sys().sha256Digest(h)).toBe(hex(data));
+      expect(readFileSync(file).equals(data)).toBe(true);
+    }
+  });
+
+  test('a failed write rejects with the errno code; misuse is a TypeError, not a crash', async () => {
+    const h = sys().sha256Create()!;
+    const fd = openSync(join(dir, 'ro'), 'w');
+    closeSync(fd);
+    const ro = openSync(join(dir, 'ro'), 'r');
+    try {
+      await expect(sys().appendHashed(ro, h, [Buffer.from('x')], false)).rejects.toMatchObject({ code: 'EBADF' });
+    } finally {
+      closeSync(ro);
+    }
+    expect(() => sys().appendHashed(1, h, [], false)).toThrow(TypeError);
+    expect(() => sys().appendHashed(1, h, ['text' as unknown as Buffer], false)).toThrow(TypeError);
+    expect(() => sys().appendHashed(1, {} as never, [Buffer.from('x')], false)).toThrow(TypeError);
+    const busy = openSync(join(dir, 'busy'), 'a');
+    const p = sys().appendHashed(busy, h, [Buffer.alloc(1 << 20)], false);
+    // One append per context at a time: a second one while the first runs is refused.
+    expect(() => sys().appendHashed(busy, h, [Buffer.from('x')], false)).toThrow(TypeError);
+    await p;
+    closeSync(busy);
+    sys().sha256Digest(h);
+    expect(() => sys().sha256Update(h, Buffer.from('x'))).toThrow(TypeError);
+  });
+});
+
+describe('ingest hashing: native and node:crypto give the same blobs', () => {
+  let store: Store;
+  let cleanup: () => Promise<void>;
+  beforeEach(async () => {
+    ({ store, cleanup } = await tempStore());
+  });
+  afterEach(async () => {
+    delete process.env.MYBUILD_NATIVE_HASH;
+    await cleanup();
+  });
+
+  for (const mode of ['native', 'node:crypto']) {
+    test(`${mode}: streamed, resumed after a partial write, and verified against the expected digest`, async () => {
+      if (mode === 'node:crypto') process.env.MYBUILD_NATIVE_HASH = '0';
+      const data = randomBytes(9 * 1024 * 1024 + 11);
+      const w1 = await store.content.writer(`r-${mode}`, { expected: sha256(data), size: data.length });
+      await pipeline(Readable.from([data.subarray(0, 3_000_001)]), w1.stream());
+      await expect(w1.commit()).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+      const w2 = await store.content.writer(`r-${mode}`, { expected: sha256(data), size: data.length });
+      expect(w2.offset).toBe(3_000_001);
+      await pipeline(Readable.from([data.subarray(3_000_001, 5_000_000), data.subarray(5_000_000)]), w2.stream());
+      expect(await w2.commit()).toEqual({ digest: sha256(data), size: data.length });
+      const wrong = await store.content.writer(`bad-${mode}`, {});
+      await pipeline(Readable.from([data.subarray(1)]), wrong.stream());
+      await expect(wrong.commit({ digest: sha256(data) })).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
+    });
+  }
+});
