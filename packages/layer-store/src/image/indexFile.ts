@@ -49,9 +49,12 @@ export async function readIndexFile(paths: StorePaths): Promise<ImageIndex> {
 export async function mutateIndex<T>(paths: StorePaths, fn: (index: ImageIndex) => T | Promise<T>): Promise<T> {
   return withLock(paths.locks, INDEX_LOCK, async () => {
     const index = await readIndexFile(paths);
+    const before = JSON.stringify(index);
     index.mediaType ??= MediaType.OciIndex;
     const result = await fn(index);
-    await writeFileAtomic(indexPath(paths), JSON.stringify(index));
+    const after = JSON.stringify(index);
+    // Re-tagging an image under the name it already has (a cached rebuild) writes nothing.
+    if (after !== before) await writeFileAtomic(indexPath(paths), after);
     return result;
   });
 }
