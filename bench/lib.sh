@@ -38,12 +38,12 @@ drop_caches() {
   fi
 }
 
-# bench_timed NAME SYNC CMD...: drops the page cache, runs CMD (then `sync` when SYNC is 1) under
-# /usr/bin/time and appends "seconds kib" to $work/NAME.
+# bench_timed NAME SYNC CMD...: drops the page cache (unless BENCH_WARM=1: then only `sync`), runs
+# CMD (then `sync` when SYNC is 1) under /usr/bin/time and appends "seconds kib" to $work/NAME.
 bench_timed() {
   local name="$1" with_sync="$2"
   shift 2
-  drop_caches
+  if [ "${BENCH_WARM:-0}" = 1 ]; then sync; else drop_caches; fi
   # shellcheck disable=SC2016 # expanded by the inner sh
   local script='"$@" >/dev/null 2>"$0"'
   if [ "$with_sync" = 1 ]; then script="$script && sync"; fi
