@@ -4,7 +4,8 @@
 #            the same push again (every blob present)           the same copy again
 #            pull R/bench/mb:1 into a fresh store               copy docker://R/bench/sk:1 oci:DIR:bench
 # A fresh Debian docker-registry on loopback (plain http) for every run of every tool; runs
-# interleaved; page cache dropped before every timed step (when allowed). Pulls are timed until
+# interleaved; page cache dropped before every push and pull (when allowed); a re-push follows its
+# push at once, warm, as in CI. Pulls are timed until
 # `sync` returns (mybuild fsyncs its blobs, skopeo does not: this keeps the comparison fair);
 # pushes are not (the registry's own disk writes are the same for both and fall outside).
 # Wall time and peak RSS via /usr/bin/time; median of N runs.
@@ -49,7 +50,7 @@ for gib in "${sizes[@]}"; do
     printf 'bench: %s GiB, run %d/%d\n' "$gib" "$i" "$runs"
     start_registry
     bench_timed mb-push 0 node "$MYBUILD_CLI" --root "$work/store-src" --progress quiet push "$ref" "$reg/bench/mb:1"
-    bench_timed mb-repush 0 node "$MYBUILD_CLI" --root "$work/store-src" --progress quiet push "$ref" "$reg/bench/mb:1"
+    BENCH_WARM=1 bench_timed mb-repush 0 node "$MYBUILD_CLI" --root "$work/store-src" --progress quiet push "$ref" "$reg/bench/mb:1"
     rm -rf "$work/store-pull"
     bench_timed mb-pull 1 node "$MYBUILD_CLI" --root "$work/store-pull" --progress quiet pull "$reg/bench/mb:1"
     rm -rf "$work/store-pull"
@@ -57,7 +58,7 @@ for gib in "${sizes[@]}"; do
 
     start_registry
     bench_timed sk-push 0 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:$ref" "docker://$reg/bench/sk:1"
-    bench_timed sk-repush 0 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:$ref" "docker://$reg/bench/sk:1"
+    BENCH_WARM=1 bench_timed sk-repush 0 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$layout:$ref" "docker://$reg/bench/sk:1"
     rm -rf "$work/oci-pull"
     bench_timed sk-pull 1 skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$reg/bench/sk:1" "oci:$work/oci-pull:bench"
     rm -rf "$work/oci-pull"

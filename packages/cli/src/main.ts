@@ -48,7 +48,7 @@ Global options:
 Registries: credentials come from docker's config.json ($DOCKER_CONFIG or ~/.docker;
 'mybuild login' writes it); $MYBUILD_CONFIG/registries.json sets mirrors, insecure
 registries and CA files per registry; /etc/docker/certs.d/HOST:PORT/ holds CAs and client
-certificates; MYBUILD_REGISTRY_CONCURRENCY sets the blob transfers at once (default 4).
+certificates; MYBUILD_REGISTRY_CONCURRENCY sets the blob transfers at once (default 6).
 
 Commands:
 ${Object.entries(COMMANDS)

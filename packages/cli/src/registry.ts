@@ -16,7 +16,7 @@ import type { GlobalOptions } from './args.js';
 import { VERSION } from './main.js';
 import { Progress, type ProgressMode } from './progress.js';
 
-/** Blob transfers at once (`MYBUILD_REGISTRY_CONCURRENCY` overrides; the client's default is 4). */
+/** Blob transfers at once (`MYBUILD_REGISTRY_CONCURRENCY` overrides; the client's default is 6, as skopeo's). */
 function concurrencyFromEnv(env: NodeJS.ProcessEnv): number | undefined {
   const raw = env.MYBUILD_REGISTRY_CONCURRENCY;
   if (raw === undefined || raw === '') return undefined;

@@ -65,7 +65,7 @@ export interface RegistryClientOptions {
   certsDirs?: string[];
   /** Registry domain (`docker.io`) → mirror hosts tried first for pulls. */
   mirrors?: Record<string, string[]>;
-  /** Blob transfers running at once (default 4). */
+  /** Blob transfers running at once (default 6, as skopeo). */
   concurrency?: number;
   retry?: Partial<RetryPolicy>;
   userAgent?: string;
@@ -228,7 +228,7 @@ export class RegistryClient {
   readonly #tls = new Map<string, TlsOptions>();
 
   constructor(opts: RegistryClientOptions = {}) {
-    const concurrency = Math.max(1, opts.concurrency ?? 4);
+    const concurrency = Math.max(1, opts.concurrency ?? 6);
     const env = opts.env ?? process.env;
     const debug = opts.debug;
     this.#http = new Http({

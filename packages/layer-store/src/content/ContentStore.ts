@@ -18,6 +18,8 @@ import { acquireLock, type Lock } from '../lock.js';
 import { sys } from '../native.js';
 
 const CHUNK = 1 << 20;
+/** Reads stream in pieces of this size: large enough for few calls, small enough that many streams at once stay light. */
+const READ_CHUNK = 256 << 10;
 const HEX = { sha256: /^[a-f0-9]{64}$/, sha512: /^[a-f0-9]{128}$/ } as const;
 const ALGORITHMS = ['sha256', 'sha512'] as const;
 type Algorithm = (typeof ALGORITHMS)[number];
@@ -121,8 +123,8 @@ export class LocalContentStore implements ContentStore {
       await fh.close();
       throw new MyBuildError('INVALID_ARGUMENT', `read offset ${start} is past the blob's end (${size} bytes)`, { where: digest });
     }
-    if (!opts.verify) return fh.createReadStream({ start, highWaterMark: CHUNK });
-    const file = fh.createReadStream({ start: 0, highWaterMark: CHUNK });
+    if (!opts.verify) return fh.createReadStream({ start, highWaterMark: READ_CHUNK });
+    const file = fh.createReadStream({ start: 0, highWaterMark: READ_CHUNK });
     const verifier = new VerifyingStream({ digest, size, what: `blob ${digest}` });
     // pipeline destroys every stream with the first error, so the consumer of the last one sees it.
     if (start === 0) {
