@@ -1,7 +1,7 @@
 // Bundles the CLI into dist/ (one entry, lazily loaded chunks per command) so that
 // `mybuild version` does not pay for loading every module; copies the native addon beside it.
 import { build } from 'esbuild';
-import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -25,7 +25,7 @@ await build({
     js: "#!/usr/bin/env node\nimport { createRequire as __mybuildCreateRequire } from 'node:module';\nconst require = __mybuildCreateRequire(import.meta.url);",
   },
   logLevel: 'warning',
-  minify: process.env.MINIFY === '1',
 });
+chmodSync(join(dist, 'mybuild.mjs'), 0o755);
 copyFileSync(join(here, '..', 'layer-store', 'build', 'sys.node'), join(dist, 'sys.node'));
 copyFileSync(join(here, '..', 'layer-store', 'build', 'sys.node'), join(dist, 'chunks', 'sys.node'));

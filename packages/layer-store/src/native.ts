@@ -29,6 +29,12 @@ export interface NativeSys {
    * bytes written. One call per context at a time.
    */
   appendHashed(fd: number, h: NativeSha256, buffers: Buffer[], kick: boolean): Promise<number>;
+  /**
+   * On the thread pool: ask the kernel to start reading each file (up to 65536) into the page
+   * cache (POSIX_FADV_WILLNEED), without waiting for the data. Symlinks are not followed; files
+   * that cannot be opened are skipped. Resolves to the number of files advised.
+   */
+  prefetch(paths: string[]): Promise<number>;
 }
 
 /** An opaque native sha256 context. */

@@ -217,6 +217,18 @@ describe('writeLayer', () => {
   const write = (dir: string, opts: Partial<WriteLayerOptions> = {}): Promise<WrittenLayer> =>
     writeLayer(dir, { store, mode: 'plain', ...opts });
 
+  it('reuses its chunk buffers without changing a byte: every compression equals the plain tar', async () => {
+    // Many small chunks, so that buffers go round the pool hundreds of times.
+    for (const chunkSize of [512, 8192]) {
+      const expected = Buffer.concat([...layerTar(src, { mode: 'plain', chunkSize })].map((c) => Buffer.from(c)));
+      for (const compression of ['none', 'gzip', 'zstd'] as const) {
+        const l = await write(src, { compression, chunkSize });
+        expect(tarOf(store, l).equals(expected), `${compression} with ${chunkSize}-byte chunks`).toBe(true);
+        expect(l.diffId).toBe(`sha256:${createHash('sha256').update(expected).digest('hex')}`);
+      }
+    }
+  });
+
   it('writes a tar docker and BuildKit would: order, names, PAX, links, uname/gname empty, no root entry', async () => {
     const l = await write(src, { compression: 'none' });
     expect(l.mediaType).toBe(MediaType.OciLayer);

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -100,4 +100,22 @@ describe('ingest hashing: native and node:crypto give the same blobs', () => {
       await expect(wrong.commit({ digest: sha256(data) })).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
     });
   }
+});
+
+describe('prefetch', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mybuild-prefetch-'));
+  });
+  afterEach(async () => rm(dir, { recursive: true, force: true }));
+
+  test('advises the files it can open, skips missing ones and does not follow symlinks', async () => {
+    writeFileSync(join(dir, 'a'), 'a');
+    writeFileSync(join(dir, 'b'), randomBytes(100_000));
+    symlinkSync(join(dir, 'a'), join(dir, 'link'));
+    expect(await sys().prefetch([join(dir, 'a'), join(dir, 'missing'), join(dir, 'b'), join(dir, 'link')])).toBe(2);
+    expect(await sys().prefetch([])).toBe(0);
+    expect(() => sys().prefetch([`${dir}/a\0b`])).toThrow(TypeError);
+    expect(() => sys().prefetch('a' as unknown as string[])).toThrow(TypeError);
+  });
 });

@@ -22,11 +22,13 @@ export interface TarStats {
 /**
  * The layer tar of `dir` (see {@link walkLayer} for what it holds and in which order), as
  * chunks of `chunkSize` bytes (the last one shorter). Each chunk is a fresh Buffer the consumer
- * may keep. Files are read synchronously straight into the chunk being filled — a small file
- * in one read(2), a large one a chunk at a time — so nothing but the current chunk is held.
+ * may keep — unless `reuse` is given: then a new chunk is taken from that array when it holds
+ * one (the consumer puts back whole chunks it is done with). Files are read synchronously
+ * straight into the chunk being filled — a small file in one read(2), a large one a chunk at a
+ * time — so nothing but the current chunk is held.
  */
-export function* layerTar(dir: string, opts: LayerTarOptions, stats?: TarStats): Generator<Buffer> {
-  const packer = new TarPacker(dir, opts.chunkSize ?? TAR_CHUNK, stats);
+export function* layerTar(dir: string, opts: LayerTarOptions, stats?: TarStats, reuse?: Buffer[]): Generator<Buffer> {
+  const packer = new TarPacker(dir, opts.chunkSize ?? TAR_CHUNK, stats, reuse);
   yield* packer.pack(walkLayer(dir, opts));
 }
 
@@ -34,17 +36,24 @@ class TarPacker {
   readonly #where: string;
   readonly #chunk: number;
   readonly #stats: TarStats;
+  readonly #reuse: Buffer[] | undefined;
   #buf: Buffer;
   #off = 0;
 
-  constructor(where: string, chunk: number, stats: TarStats = { entries: 0, bytes: 0 }) {
+  constructor(where: string, chunk: number, stats: TarStats = { entries: 0, bytes: 0 }, reuse?: Buffer[]) {
     if (!Number.isSafeInteger(chunk) || chunk < BLOCK || chunk % BLOCK !== 0) {
       throw new MyBuildError('INVALID_ARGUMENT', `tar chunk size ${chunk} is not a positive multiple of ${BLOCK}`);
     }
     this.#where = where;
     this.#chunk = chunk;
     this.#stats = stats;
-    this.#buf = Buffer.allocUnsafe(chunk);
+    this.#reuse = reuse;
+    this.#buf = this.#fresh();
+  }
+
+  #fresh(): Buffer {
+    const b = this.#reuse?.pop();
+    return b !== undefined && b.length === this.#chunk ? b : Buffer.allocUnsafe(this.#chunk);
   }
 
   *pack(entries: Iterable<LayerEntry>): Generator<Buffer> {
@@ -150,7 +159,7 @@ class TarPacker {
   #take(last = false): Buffer {
     const out = this.#off === this.#buf.length ? this.#buf : this.#buf.subarray(0, this.#off);
     this.#stats.bytes += out.length;
-    this.#buf = last ? Buffer.alloc(0) : Buffer.allocUnsafe(this.#chunk);
+    this.#buf = last ? Buffer.alloc(0) : this.#fresh();
     this.#off = 0;
     return out;
   }

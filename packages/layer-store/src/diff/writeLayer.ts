@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { Readable, type Transform, type TransformOptions } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { type Transform, type TransformOptions, type Writable } from 'node:stream';
+import { finished, pipeline } from 'node:stream/promises';
 import { type ZlibOptions, createGzip } from 'node:zlib';
 import { type Compression, type Digest, MyBuildError, layerMediaTypeFor } from '@mybuild/oci';
 import type { ContentStore, ContentWriter } from '../api.js';
@@ -61,18 +61,18 @@ export async function writeLayer(dir: string, opts: WriteLayerOptions): Promise<
   const stats: TarStats = { entries: 0, bytes: 0 };
   // Uncompressed, the blob is the tar: the writer's own digest is the diffID.
   const diff = compression === 'none' ? undefined : createHash('sha256');
-  function* hashed(): Generator<Buffer> {
-    for (const chunk of layerTar(dir, opts, stats)) {
-      diff?.update(chunk);
-      yield chunk;
-    }
-  }
   const writer = await openWriter(opts.store, opts.ref ?? `layer-${randomUUID()}`);
   try {
-    const buffered = READ_AHEAD * (opts.chunkSize ?? TAR_CHUNK);
-    const source = Readable.from(hashed(), { objectMode: false, highWaterMark: buffered });
-    if (compression === 'none') await pipeline(source, writer.stream());
-    else await pipeline(source, compressor(compression, level, buffered), writer.stream());
+    const chunkSize = opts.chunkSize ?? TAR_CHUNK;
+    const sink = writer.stream();
+    const zip = compression === 'none' ? undefined : compressor(compression, level, READ_AHEAD * chunkSize);
+    const out: Writable = zip ?? sink;
+    // An error on either side destroys both (and so ends feed's wait).
+    const piped = zip && pipeline(zip, sink);
+    piped?.catch(() => undefined);
+    const reuse: Buffer[] = [];
+    await feed(layerTar(dir, opts, stats, reuse), out, reuse, chunkSize, diff);
+    await piped;
     const blob = await writer.commit();
     return {
       diffId: diff ? (`sha256:${diff.digest('hex')}` as Digest) : blob.digest,
@@ -86,6 +86,46 @@ export async function writeLayer(dir: string, opts: WriteLayerOptions): Promise<
   } catch (err) {
     await writer.abort().catch(() => {});
     throw err;
+  }
+}
+
+/**
+ * Write the tar's chunks to `out`, at most {@link READ_AHEAD} of them written and not yet taken
+ * (reading files on this thread and hashing, compressing and writing elsewhere overlap), and
+ * put each whole chunk back into `reuse` once `out` has taken it: the same few buffers carry the
+ * whole layer, where a fresh 1 MiB Buffer per chunk would pile up until V8's next GC frees it
+ * (~45 MiB of dead buffers on a 300 MB layer). Resolves when `out` has finished.
+ */
+async function feed(chunks: Iterable<Buffer>, out: Writable, reuse: Buffer[], chunkSize: number, diff: ReturnType<typeof createHash> | undefined): Promise<void> {
+  let pending = 0;
+  let failed: unknown;
+  let wake: (() => void) | undefined;
+  const onError = (err: unknown) => {
+    failed ??= err;
+    wake?.();
+  };
+  out.on('error', onError);
+  try {
+    for (const chunk of chunks) {
+      if (failed !== undefined) break;
+      diff?.update(chunk);
+      pending++;
+      out.write(chunk, (err) => {
+        pending--;
+        if (err) failed ??= err;
+        else if (chunk.length === chunkSize) reuse.push(chunk);
+        wake?.();
+      });
+      while (pending >= READ_AHEAD && failed === undefined) await new Promise<void>((resolve) => (wake = resolve));
+    }
+    if (failed !== undefined) throw failed;
+    out.end();
+    await finished(out);
+  } catch (err) {
+    out.destroy(err as Error);
+    throw err;
+  } finally {
+    out.off('error', onError);
   }
 }
 
