@@ -360,6 +360,15 @@ static hasher_t *get_hasher(napi_env env, napi_value v) {
   return (hasher_t *)p;
 }
 
+// The context in v, free to use (not busy with an append, not finished); else throws and NULL.
+static hasher_t *ready_hasher(napi_env env, napi_value v) {
+  hasher_t *h = get_hasher(env, v);
+  if (!h) napi_throw_type_error(env, NULL, "not a sha256 context");
+  else if (h->busy || h->finished) napi_throw_type_error(env, NULL, "sha256 context is busy or finished");
+  else return h;
+  return NULL;
+}
+
 // sha256Create() -> external, or null when Node carries no usable SHA256_* symbols
 static napi_value js_sha256_create(napi_env env, napi_callback_info info) {
   napi_value out;
@@ -380,9 +389,8 @@ static napi_value js_sha256_create(napi_env env, napi_callback_info info) {
 // sha256Update(h, buffer): on this thread (for small amounts: resuming an ingest)
 static napi_value js_sha256_update(napi_env env, napi_callback_info info) {
   ARGS(2);
-  hasher_t *h = get_hasher(env, argv[0]);
-  if (!h) TYPE_ERROR("not a sha256 context");
-  if (h->busy || h->finished) TYPE_ERROR("sha256 context is busy or finished");
+  hasher_t *h = ready_hasher(env, argv[0]);
+  if (!h) return NULL;
   void *data;
   size_t len;
   if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) TYPE_ERROR("data must be a Buffer");
@@ -393,9 +401,8 @@ static napi_value js_sha256_update(napi_env env, napi_callback_info info) {
 // sha256Digest(h) -> lowercase hex; the context is finished after this
 static napi_value js_sha256_digest(napi_env env, napi_callback_info info) {
   ARGS(1);
-  hasher_t *h = get_hasher(env, argv[0]);
-  if (!h) TYPE_ERROR("not a sha256 context");
-  if (h->busy || h->finished) TYPE_ERROR("sha256 context is busy or finished");
+  hasher_t *h = ready_hasher(env, argv[0]);
+  if (!h) return NULL;
   unsigned char md[32];
   char hex[65];
   sha_final(md, h->ctx);
@@ -409,7 +416,9 @@ static napi_value js_sha256_digest(napi_env env, napi_callback_info info) {
 #define APPEND_MAX_BUFFERS 1024
 
 typedef struct {
-  napi_async_work work;
+  napi_async_work write_work;
+  napi_async_work hash_work;
+  int pending;  // jobs not completed yet (completions run on the JS thread: no race)
   napi_deferred deferred;
   napi_ref buffers_ref;
   napi_ref hasher_ref;
@@ -423,13 +432,15 @@ typedef struct {
   const char *syscall;
 } append_t;
 
-static void append_execute(napi_env env, void *data) {
+// The write and the hash of one append are two jobs: they run on two pool threads at once (both
+// only read the buffers), so on 2 cores writing a layer is bound by the slower of the two.
+static void append_write_execute(napi_env env, void *data) {
   append_t *a = data;
   struct iovec *iov = a->iov;
   int left = a->count;
   size_t total = 0;
   for (int i = 0; i < a->count; i++) total += a->iov[i].iov_len;
-  // Write everything (the fd is O_APPEND: every write lands at the end), then hash it.
+  // Write everything (the fd is O_APPEND: every write lands at the end).
   struct iovec cur[APPEND_MAX_BUFFERS];
   memcpy(cur, iov, sizeof(struct iovec) * (size_t)a->count);
   struct iovec *p = cur;
@@ -453,7 +464,6 @@ static void append_execute(napi_env env, void *data) {
       p->iov_len -= m;
     }
   }
-  for (int i = 0; i < a->count; i++) sha_update(a->h->ctx, iov[i].iov_base, iov[i].iov_len);
   if (a->kick && total > 0) {
     // Start writing the file's dirty pages back now (without waiting), so the fsync at commit
     // finds little left to do and the disk works while the data is still arriving.
@@ -461,8 +471,18 @@ static void append_execute(napi_env env, void *data) {
   }
 }
 
+static void append_hash_execute(napi_env env, void *data) {
+  append_t *a = data;
+  for (int i = 0; i < a->count; i++) sha_update(a->h->ctx, a->iov[i].iov_base, a->iov[i].iov_len);
+}
+
 static void append_complete(napi_env env, napi_status status, void *data) {
   append_t *a = data;
+  if (status != napi_ok && a->err == 0) {
+    a->err = EIO;
+    a->syscall = "append";
+  }
+  if (--a->pending > 0) return;
   a->h->busy = 0;
   if (status != napi_ok && a->err == 0) {
     a->err = EIO;
@@ -485,19 +505,20 @@ static void append_complete(napi_env env, napi_status status, void *data) {
   }
   napi_delete_reference(env, a->buffers_ref);
   napi_delete_reference(env, a->hasher_ref);
-  napi_delete_async_work(env, a->work);
+  napi_delete_async_work(env, a->write_work);
+  napi_delete_async_work(env, a->hash_work);
   free(a);
 }
 
 // appendHashed(fd, h, buffers[], kick) -> Promise<bytes written>: on the thread pool, append the
 // buffers to fd (opened O_APPEND) and feed them to h, in order. One call per context at a time.
+// A failed write rejects; the hash has then taken bytes the file may lack (the ingest is broken).
 static napi_value js_append_hashed(napi_env env, napi_callback_info info) {
   ARGS(4);
   int32_t fd;
   if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) TYPE_ERROR("fd must be a number");
-  hasher_t *h = get_hasher(env, argv[1]);
-  if (!h) TYPE_ERROR("not a sha256 context");
-  if (h->busy || h->finished) TYPE_ERROR("sha256 context is busy or finished");
+  hasher_t *h = ready_hasher(env, argv[1]);
+  if (!h) return NULL;
   bool is_array = false;
   uint32_t count = 0;
   if (napi_is_array(env, argv[2], &is_array) != napi_ok || !is_array) TYPE_ERROR("buffers must be an array");
@@ -533,9 +554,12 @@ static napi_value js_append_hashed(napi_env env, napi_callback_info info) {
   napi_create_reference(env, argv[1], 1, &a->hasher_ref);
   napi_create_promise(env, &a->deferred, &promise);
   napi_create_string_utf8(env, "mybuild.appendHashed", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, append_execute, append_complete, a, &a->work);
+  napi_create_async_work(env, NULL, name, append_write_execute, append_complete, a, &a->write_work);
+  napi_create_async_work(env, NULL, name, append_hash_execute, append_complete, a, &a->hash_work);
+  a->pending = 2;
   h->busy = 1;
-  napi_queue_async_work(env, a->work);
+  napi_queue_async_work(env, a->write_work);
+  napi_queue_async_work(env, a->hash_work);
   return promise;
 }
 
@@ -620,6 +644,124 @@ static napi_value js_prefetch(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+// ---- directory listing with lstat ------------------------------------------------------------
+// Listing a build context costs a readdir and one lstat per entry; through Node each lstat makes
+// a full fs.Stats (with four Date objects). Here one call lists a directory and lstats every
+// entry (statx relative to the open directory, as libuv's lstat does), and returns the fields
+// packed, in fs.Stats binding order, so JS derives exactly the numbers lstatSync would give.
+#include <dirent.h>
+
+#define SCAN_FIELDS 18
+
+static int scan_grow(void **buf, size_t *cap, size_t need) {
+  if (need <= *cap) return 0;
+  size_t n = *cap ? *cap : 4096;
+  while (n < need) n *= 2;
+  void *p = realloc(*buf, n);
+  if (!p) return -1;
+  *buf = p;
+  *cap = n;
+  return 0;
+}
+
+// scandir(path) -> [names, stats]: the entries of directory `path` (not '.' and '..') in
+// directory order; `names` joined by NUL; `stats` SCAN_FIELDS float64 per entry: dev, mode,
+// nlink, uid, gid, rdev, blksize, ino, size, blocks, then atime, mtime, ctime, birthtime as
+// (seconds, nanoseconds) pairs. An entry gone before its lstat is left out; one whose lstat
+// fails otherwise has mode -1 (the caller lstats it again to report the error). Throws (code =
+// errno name, syscall 'scandir') when the directory cannot be opened or read.
+static napi_value js_scandir(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  PATH_ARG(0, path);
+  DIR *d = opendir(path);
+  if (!d) return throw_errno(env, errno, "scandir", path);
+  int dfd = dirfd(d);
+  char *names = NULL;
+  size_t names_cap = 0, names_len = 0;
+  double *nums = NULL;
+  size_t nums_cap = 0, count = 0;
+  int err = 0;
+  for (;;) {
+    errno = 0;
+    struct dirent *e = readdir(d);
+    if (!e) {
+      err = errno;
+      break;
+    }
+    const char *name = e->d_name;
+    if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0))) continue;
+    struct statx sx;
+    int failed = 0;
+    if (statx(dfd, name, AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT, STATX_BASIC_STATS | STATX_BTIME, &sx) != 0) {
+      if (errno == ENOENT) continue;  // removed meanwhile
+      failed = 1;
+    }
+    size_t len = strlen(name);
+    if (scan_grow((void **)&names, &names_cap, names_len + len + 1) != 0 ||
+        scan_grow((void **)&nums, &nums_cap, (count + 1) * SCAN_FIELDS * sizeof(double)) != 0) {
+      err = ENOMEM;
+      break;
+    }
+    if (count > 0) names[names_len++] = 0;
+    memcpy(names + names_len, name, len);
+    names_len += len;
+    double *f = nums + count * SCAN_FIELDS;
+    if (failed) {
+      memset(f, 0, SCAN_FIELDS * sizeof(double));
+      f[1] = -1;
+    } else {
+      // as libuv's statx conversion, then Node's (every field a double)
+      f[0] = (double)(uint64_t)makedev(sx.stx_dev_major, sx.stx_dev_minor);
+      f[1] = (double)sx.stx_mode;
+      f[2] = (double)sx.stx_nlink;
+      f[3] = (double)sx.stx_uid;
+      f[4] = (double)sx.stx_gid;
+      f[5] = (double)(uint64_t)makedev(sx.stx_rdev_major, sx.stx_rdev_minor);
+      f[6] = (double)sx.stx_blksize;
+      f[7] = (double)sx.stx_ino;
+      f[8] = (double)sx.stx_size;
+      f[9] = (double)sx.stx_blocks;
+      f[10] = (double)(long)sx.stx_atime.tv_sec;
+      f[11] = (double)(long)sx.stx_atime.tv_nsec;
+      f[12] = (double)(long)sx.stx_mtime.tv_sec;
+      f[13] = (double)(long)sx.stx_mtime.tv_nsec;
+      f[14] = (double)(long)sx.stx_ctime.tv_sec;
+      f[15] = (double)(long)sx.stx_ctime.tv_nsec;
+      f[16] = (double)(long)sx.stx_btime.tv_sec;
+      f[17] = (double)(long)sx.stx_btime.tv_nsec;
+    }
+    count++;
+  }
+  closedir(d);
+  if (err != 0) {
+    free(names);
+    free(nums);
+    if (err == ENOMEM) {
+      napi_throw_error(env, NULL, "out of memory");
+      return NULL;
+    }
+    return throw_errno(env, err, "scandir", path);
+  }
+  napi_value result, names_str, ab, arr;
+  void *data = NULL;
+  size_t bytes = count * SCAN_FIELDS * sizeof(double);
+  if (napi_create_string_utf8(env, names ? names : "", names_len, &names_str) != napi_ok ||
+      napi_create_arraybuffer(env, bytes, &data, &ab) != napi_ok) {
+    free(names);
+    free(nums);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  if (bytes > 0) memcpy(data, nums, bytes);
+  free(names);
+  free(nums);
+  napi_create_typedarray(env, napi_float64_array, count * SCAN_FIELDS, ab, 0, &arr);
+  napi_create_array_with_length(env, 2, &result);
+  napi_set_element(env, result, 0, names_str);
+  napi_set_element(env, result, 1, arr);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -638,6 +780,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"sha256Digest", NULL, js_sha256_digest, NULL, NULL, NULL, napi_enumerable, NULL},
     {"appendHashed", NULL, js_append_hashed, NULL, NULL, NULL, napi_enumerable, NULL},
     {"prefetch", NULL, js_prefetch, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"scandir", NULL, js_scandir, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

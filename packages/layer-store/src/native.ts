@@ -35,6 +35,16 @@ export interface NativeSys {
    * that cannot be opened are skipped. Resolves to the number of files advised.
    */
   prefetch(paths: string[]): Promise<number>;
+  /**
+   * The entries of directory `path` (not `.` and `..`, in directory order), each lstat-ed (not
+   * followed): `names` joined by NUL, and 18 numbers per entry in `stats`:
+   * dev, mode, nlink, uid, gid, rdev, blksize, ino, size, blocks, then atime, mtime, ctime and
+   * birthtime as (seconds, nanoseconds) pairs — Node's own fs.Stats fields, so `sec * 1e3 +
+   * nsec / 1e6` is exactly lstatSync's `*Ms`. An entry removed before its lstat is left out; one
+   * whose lstat failed otherwise has mode -1. Throws (code: errno name, syscall 'scandir') when
+   * the directory cannot be opened or read.
+   */
+  scandir(path: string): [names: string, stats: Float64Array];
 }
 
 /** An opaque native sha256 context. */

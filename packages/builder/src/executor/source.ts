@@ -7,6 +7,7 @@
 import { closeSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, realpathSync, type Stats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { MyBuildError, errnoCode } from '@mybuild/oci';
+import { type NativeSys, sys } from '@mybuild/layer-store';
 import type { IgnoreMatcher } from '../frontend/dockerignore.js';
 import { rootPath } from '../sandbox/rootPath.js';
 import { goMatch, splitWildcards } from './gomatch.js';
@@ -108,30 +109,13 @@ export class FileSource {
     let kids = this.#children.get(rel);
     if (kids) return kids;
     kids = [];
-    const host = this.host(rel);
-    let names: string[];
-    try {
-      names = readdirSync(host);
-    } catch (err) {
-      const code = errnoCode(err);
-      if (code === 'ENOENT' || code === 'ENOTDIR') names = [];
-      else throw err;
-    }
-    names.sort(bytewise);
-    for (const name of names) {
-      const childRel = rel === '' ? name : `${rel}/${name}`;
-      let st: Stats;
-      try {
-        st = lstatSync(`${host}/${name}`);
-      } catch (err) {
-        if (errnoCode(err) === 'ENOENT') continue; // removed meanwhile
-        throw err;
-      }
+    for (const kid of listDir(this.host(rel))) {
+      const childRel = rel === '' ? kid.name : `${rel}/${kid.name}`;
       if (this.#ignore !== undefined && this.#ignore.matches(childRel)) {
-        if (!st.isDirectory() || this.#ignore.canSkipDir(childRel)) continue;
+        if (!kid.st.isDirectory() || this.#ignore.canSkipDir(childRel)) continue;
         if (!this.#hasIncluded(childRel)) continue;
       }
-      kids.push({ name, st });
+      kids.push(kid);
     }
     this.#children.set(rel, kids);
     return kids;
@@ -239,6 +223,189 @@ export class FileSource {
       walk(rel, '');
     }
     return h.digest('hex');
+  }
+}
+
+/**
+ * The entries of directory `host` with their lstat, sorted (bytewise); a missing directory (or
+ * a non-directory) has none, an entry removed while listing is left out. Through the addon's
+ * `scandir` when it has one: Node's lstatSync makes a full Stats (four Dates) per entry, which
+ * on a cached rebuild of a 20,000-file context was most of the time spent listing it. Any
+ * failure other than ENOENT/ENOTDIR is reported by Node's own calls, as before.
+ */
+export function listDir(host: string): SourceChild[] {
+  const scan = nativeScan();
+  if (scan !== undefined) {
+    let listed: [string, Float64Array] | undefined;
+    try {
+      listed = scan(host);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+      // anything else: readdirSync below throws Node's own error for it
+    }
+    if (listed !== undefined) {
+      const [joined, nums] = listed;
+      const count = nums.length / SCAN_FIELDS;
+      if (count === 0) return [];
+      const names = joined.split('\0');
+      const index = new Map<string, number>();
+      for (let i = 0; i < count; i++) index.set(names[i]!, i);
+      // the default order is bytewise()'s (UTF-16 code units), without a JS call per comparison
+      names.sort();
+      // A name that is not valid UTF-8 reads as U+FFFD (as readdirSync gives it); Node's lstat of
+      // that (other) name decides, as before.
+      const lossy = joined.includes('\uFFFD');
+      const out: SourceChild[] = [];
+      for (const name of names) {
+        const o = index.get(name)! * SCAN_FIELDS;
+        if (nums[o + 1]! >= 0 && !(lossy && name.includes('\uFFFD'))) {
+          out.push({ name, st: new ScanStats(nums, o) });
+          continue;
+        }
+        // its lstat failed (not ENOENT), or its name is lossy: lstatSync decides, as before
+        const st = lstatOrGone(`${host}/${name}`);
+        if (st !== undefined) out.push({ name, st });
+      }
+      return out;
+    }
+  }
+  let names: string[];
+  try {
+    names = readdirSync(host);
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+    throw err;
+  }
+  names.sort(bytewise);
+  const out: SourceChild[] = [];
+  for (const name of names) {
+    const st = lstatOrGone(`${host}/${name}`);
+    if (st !== undefined) out.push({ name, st });
+  }
+  return out;
+}
+
+function lstatOrGone(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined; // removed meanwhile
+    throw err;
+  }
+}
+
+/** Numbers per entry in the addon's `scandir` stats (Node's own Stats binding layout). */
+const SCAN_FIELDS = 18;
+const S_IFMT = 0o170000;
+
+let scanFn: NativeSys['scandir'] | null | undefined;
+
+/** The addon's `scandir`, or undefined when the addon (an older build) lacks it. */
+function nativeScan(): NativeSys['scandir'] | undefined {
+  if (scanFn === undefined) {
+    try {
+      const s = sys();
+      scanFn = typeof s.scandir === 'function' ? s.scandir.bind(s) : null;
+    } catch {
+      scanFn = null;
+    }
+  }
+  return scanFn ?? undefined;
+}
+
+/**
+ * An lstat result from `scandir`, read from the listing's numbers: the same values as the
+ * fs.Stats lstatSync gives (times in ms computed as Node does), without making the object
+ * (with four Dates) per entry that keeps a big context's listing costly to collect.
+ */
+class ScanStats implements Stats {
+  readonly #f: Float64Array;
+  readonly #o: number;
+
+  constructor(f: Float64Array, o: number) {
+    this.#f = f;
+    this.#o = o;
+  }
+
+  get dev(): number {
+    return this.#f[this.#o]!;
+  }
+  get mode(): number {
+    return this.#f[this.#o + 1]!;
+  }
+  get nlink(): number {
+    return this.#f[this.#o + 2]!;
+  }
+  get uid(): number {
+    return this.#f[this.#o + 3]!;
+  }
+  get gid(): number {
+    return this.#f[this.#o + 4]!;
+  }
+  get rdev(): number {
+    return this.#f[this.#o + 5]!;
+  }
+  get blksize(): number {
+    return this.#f[this.#o + 6]!;
+  }
+  get ino(): number {
+    return this.#f[this.#o + 7]!;
+  }
+  get size(): number {
+    return this.#f[this.#o + 8]!;
+  }
+  get blocks(): number {
+    return this.#f[this.#o + 9]!;
+  }
+  // Node's msFromTimeSpec (sec * 1e3 + nsec / 1e6), to the bit
+  get atimeMs(): number {
+    return this.#f[this.#o + 10]! * 1000 + this.#f[this.#o + 11]! / 1e6;
+  }
+  get mtimeMs(): number {
+    return this.#f[this.#o + 12]! * 1000 + this.#f[this.#o + 13]! / 1e6;
+  }
+  get ctimeMs(): number {
+    return this.#f[this.#o + 14]! * 1000 + this.#f[this.#o + 15]! / 1e6;
+  }
+  get birthtimeMs(): number {
+    return this.#f[this.#o + 16]! * 1000 + this.#f[this.#o + 17]! / 1e6;
+  }
+
+  get atime(): Date {
+    return new Date(Math.round(this.atimeMs));
+  }
+  get mtime(): Date {
+    return new Date(Math.round(this.mtimeMs));
+  }
+  get ctime(): Date {
+    return new Date(Math.round(this.ctimeMs));
+  }
+  get birthtime(): Date {
+    return new Date(Math.round(this.birthtimeMs));
+  }
+
+  isFile(): boolean {
+    return (this.mode & S_IFMT) === 0o100000;
+  }
+  isDirectory(): boolean {
+    return (this.mode & S_IFMT) === 0o040000;
+  }
+  isSymbolicLink(): boolean {
+    return (this.mode & S_IFMT) === 0o120000;
+  }
+  isBlockDevice(): boolean {
+    return (this.mode & S_IFMT) === 0o060000;
+  }
+  isCharacterDevice(): boolean {
+    return (this.mode & S_IFMT) === 0o020000;
+  }
+  isFIFO(): boolean {
+    return (this.mode & S_IFMT) === 0o010000;
+  }
+  isSocket(): boolean {
+    return (this.mode & S_IFMT) === 0o140000;
   }
 }
 
