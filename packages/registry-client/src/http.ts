@@ -89,11 +89,17 @@ export class Http {
     };
     return new Promise((resolve, reject) => {
       let response: http.IncomingMessage | undefined;
-      let timer: NodeJS.Timeout | undefined;
+      // Two timers, so that neither can stop or replace the other whatever order the events come in.
+      let connectTimer: NodeJS.Timeout | undefined;
+      let responseTimer: NodeJS.Timeout | undefined;
+      const stopTimers = () => {
+        clearTimeout(connectTimer);
+        clearTimeout(responseTimer);
+      };
       const r = (secure ? https : http).request(req.url, options);
       // Before the response: reject. After it: the body stream carries the error.
       const fail = (err: Error) => {
-        clearTimeout(timer);
+        stopTimers();
         if (body && !Buffer.isBuffer(body)) body.destroy();
         if (response) {
           response.destroy(err);
@@ -102,23 +108,19 @@ export class Http {
           reject(err);
         }
       };
-      const arm = (ms: number, event: string) => {
-        clearTimeout(timer);
-        timer = setTimeout(() => fail(timeoutError(event, ms, req.url)), ms);
-      };
       r.on('error', fail);
       r.setTimeout(t.idleMs, () => fail(timeoutError('socket', t.idleMs, req.url)));
       r.once('socket', (socket) => {
         // A new connection (lookup, TCP, TLS handshake) has its own short limit; a kept-alive one is ready.
         if (!socket.connecting) return;
-        arm(t.connectMs, 'connect');
-        socket.once(secure ? 'secureConnect' : 'connect', () => clearTimeout(timer));
+        connectTimer = setTimeout(() => fail(timeoutError('connect', t.connectMs, req.url)), t.connectMs);
+        socket.once(secure ? 'secureConnect' : 'connect', () => clearTimeout(connectTimer));
       });
       r.once('finish', () => {
-        if (!response) arm(t.responseMs, 'response');
+        if (!response) responseTimer = setTimeout(() => fail(timeoutError('response', t.responseMs, req.url)), t.responseMs);
       });
       r.once('response', (res: http.IncomingMessage) => {
-        clearTimeout(timer);
+        stopTimers();
         response = res;
         // Keep one listener so an unread, discarded body cannot crash the process.
         res.on('error', () => undefined);

@@ -4,7 +4,8 @@
  * upload forms some registries refuse, timeouts.
  */
 import http from 'node:http';
-import { createServer, type Server } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type Descriptor, digestHex, MediaType, sha256Of } from '@mybuild/oci';
 import { RegistryClient, type RegistryClientOptions } from '@mybuild/registry-client';
@@ -133,6 +134,29 @@ describe('retries', () => {
       expect(Date.now() - t1).toBeLessThan(3000);
     } finally {
       silent.close();
+    }
+  });
+});
+
+describe('connect timeout', () => {
+  it('gives up on a connection the server never accepts after connectMs, not after the response timeout', async () => {
+    // A listener that never accepts, its backlog filled: further SYNs are dropped and connect() hangs.
+    const py = spawn('python3', ['-c', 'import socket,sys,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const port = Number(await new Promise<string>((resolve) => py.stdout.once('data', (d: Buffer) => resolve(d.toString().trim()))));
+      const fillers: Socket[] = [];
+      for (let i = 0; i < 3; i++) fillers.push(connect(port, '127.0.0.1').on('error', () => undefined));
+      await new Promise((r) => setTimeout(r, 200));
+      const t0 = Date.now();
+      const err = await newClient({ insecure: [`127.0.0.1:${port}`], retry: { ...fast, retries: 0 }, timeouts: { connectMs: 400, responseMs: 30_000, idleMs: 30_000 } })
+        .getManifest(`127.0.0.1:${port}/x/y:1`)
+        .catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'UNAVAILABLE' });
+      expect((err as Error).message).toMatch(/ETIMEDOUT.*connect/);
+      expect(Date.now() - t0).toBeLessThan(5000);
+      for (const f of fillers) f.destroy();
+    } finally {
+      py.kill();
     }
   });
 });
