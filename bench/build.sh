@@ -355,7 +355,7 @@ build() {
   case "$sc" in a) ctx="$ctx_a" ;; *) ctx="$work/ctx-$sc" ;; esac
   case "$tool" in
     mb)
-      bench_timed "mb-$sc-$step" 1 "$MYBUILD_CLI" --root "$mb_root" --progress plain \
+      bench_timed "mb-$sc-$step" 1 node "$MYBUILD_CLI" --root "$mb_root" --progress plain \
         build -t bench/x:1 -f "$dockerfiles/$sc" "$ctx"
       ;;
     bh) # buildah prints its steps on stdout: send them to the log

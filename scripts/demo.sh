@@ -10,11 +10,11 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 MYBUILD_CLI="${MYBUILD_CLI:-packages/cli/dist/mybuild.mjs}"
-if [ ! -f "$MYBUILD_CLI" ]; then
+if [ ! -f node "$MYBUILD_CLI" ]; then
   echo "demo: error: $MYBUILD_CLI is missing (the build should have made it: make build)" >&2
   exit 1
 fi
-mybuild() { "$MYBUILD_CLI" "$@"; }
+mybuild() { node "$MYBUILD_CLI" "$@"; }
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
 say() { printf '\n%s# %s%s\n' "$bold" "$*" "$plain"; }
 show() {

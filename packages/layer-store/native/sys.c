@@ -45,7 +45,11 @@ static const char *errno_name(int e) {
     case E2BIG: return "E2BIG";
     case EDQUOT: return "EDQUOT";
     case EINTR: return "EINTR";
-    default: return "EIO";
+    default: {
+      // glibc ≥ 2.32 names every errno (EFBIG, EMFILE, EXDEV, ...)
+      const char *name = strerrorname_np(e);
+      return name ? name : "EIO";
+    }
   }
 }
 

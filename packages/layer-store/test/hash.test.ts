@@ -84,6 +84,23 @@ describe('ingest hashing: native and node:crypto give the same blobs', () => {
     await cleanup();
   });
 
+  test('abort while an append is running waits for it: no byte lands in a file opened after', async () => {
+    for (let round = 0; round < 20; round++) {
+      const w = await store.content.writer(`abort-${round}`, {});
+      const s = w.stream();
+      s.on('error', () => undefined);
+      s.write(randomBytes(8 << 20));
+      await w.abort();
+      // The fd the ingest had is free again: whatever opens next may get its number.
+      const other = join(tmpdir(), `mybuild-after-abort-${process.pid}-${round}`);
+      const fd = openSync(other, 'w');
+      await new Promise((r) => setTimeout(r, 20));
+      closeSync(fd);
+      expect(readFileSync(other).length, `round ${round}`).toBe(0);
+      await rm(other);
+    }
+  });
+
   for (const mode of ['native', 'node:crypto']) {
     test(`${mode}: streamed, resumed after a partial write, and verified against the expected digest`, async () => {
       if (mode === 'node:crypto') process.env.MYBUILD_NATIVE_HASH = '0';

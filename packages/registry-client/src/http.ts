@@ -125,9 +125,12 @@ export class Http {
         // Keep one listener so an unread, discarded body cannot crash the process.
         res.on('error', () => undefined);
         if (body && !Buffer.isBuffer(body) && !body.readableEnded) {
-          // The server answered before taking the whole body (an error, usually).
+          // The server answered before taking the whole body (an error, usually). The request
+          // stays half-written: its connection cannot serve another one, so it goes once the
+          // answer has been read (else a server keeping it open would hold an agent slot forever).
           body.unpipe();
           body.destroy();
+          res.once('close', () => r.destroy());
         }
         resolve({ status: res.statusCode ?? 0, headers: res.headers, url: req.url, body: res });
       });
@@ -187,6 +190,12 @@ export async function readSome(res: RawResponse, max: number): Promise<Buffer> {
 export function discard(res: RawResponse): void {
   const declared = Number(res.headers['content-length']);
   if (res.body.readableEnded || res.body.destroyed) return;
+  // A HEAD answer has no body whatever its Content-Length says (a blob's size): keep the connection.
+  const msg = res.body as { complete?: boolean; req?: { method?: string } };
+  if (msg.complete === true || msg.req?.method === 'HEAD') {
+    res.body.resume();
+    return;
+  }
   if (Number.isFinite(declared) && declared <= 65_536) res.body.resume();
   else res.body.destroy();
 }

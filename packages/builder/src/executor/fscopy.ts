@@ -99,7 +99,7 @@ export class Copier {
     let target = posix.dirname(`/${destRel}`).slice(1);
     if (fiSrc.isDirectory() && fiDest === undefined) target = destRel;
     this.mkdirAll(target, perm, this.#opts.chown);
-    this.#readahead = fiSrc.isDirectory() ? new Readahead(src, srcRel) : undefined;
+    this.#readahead = fiSrc.isDirectory() ? new Readahead(src, srcRel, this.#opts.exclude) : undefined;
     try {
       this.#entry(src, srcRel, fiSrc, '', destRel, false, false);
     } finally {
@@ -277,13 +277,17 @@ const READAHEAD_BATCH = 128;
  */
 class Readahead {
   readonly #src: FileSource;
-  readonly #stack: { rel: string; kids: SourceChild[]; i: number }[];
+  readonly #exclude: IgnoreMatcher | undefined;
+  /** directories still to read ahead in: source path, path below the copied directory, entries */
+  readonly #stack: { rel: string; comps: string; kids: SourceChild[]; i: number }[];
   #issued = 0;
   #copied = 0;
 
-  constructor(src: FileSource, rootRel: string) {
+  constructor(src: FileSource, rootRel: string, exclude: IgnoreMatcher | undefined) {
     this.#src = src;
-    this.#stack = [{ rel: rootRel, kids: src.children(rootRel), i: 0 }];
+    this.#exclude = exclude;
+    this.#stack = [];
+    this.#enter(rootRel, '');
     this.#fill();
   }
 
@@ -291,6 +295,15 @@ class Readahead {
   consumed(bytes: number): void {
     this.#copied += bytes;
     if (this.#issued - this.#copied < READAHEAD_WINDOW / 2) this.#fill();
+  }
+
+  /** Queue a directory's entries. Only a hint: one that cannot be listed is left to the copy. */
+  #enter(rel: string, comps: string): void {
+    try {
+      this.#stack.push({ rel, comps, kids: this.#src.children(rel), i: 0 });
+    } catch {
+      // the copy itself will list it (and report what is wrong), or skip it
+    }
   }
 
   #fill(): void {
@@ -304,8 +317,12 @@ class Readahead {
         }
         const c = top.kids[top.i++]!;
         const rel = top.rel === '' ? c.name : `${top.rel}/${c.name}`;
-        if (c.st.isDirectory()) this.#stack.push({ rel, kids: this.#src.children(rel), i: 0 });
-        else if (c.st.isFile() && c.st.size > 0) {
+        const comps = top.comps === '' ? c.name : `${top.comps}/${c.name}`;
+        // What the copy skips (COPY --exclude), this skips too: the same test as Copier's.
+        if (this.#exclude?.matches(comps) && (!c.st.isDirectory() || this.#exclude.canSkipDir(comps))) continue;
+        if (c.st.isDirectory()) this.#enter(rel, comps);
+        else if (c.st.isFile() && c.st.size > 0 && c.st.nlink === 1) {
+          // (a file with more links may be copied as a link to one copied before: not counted)
           paths.push(this.#src.host(rel));
           this.#issued += c.st.size;
         }

@@ -456,6 +456,7 @@ export class LocalContentWriter implements ContentWriter {
   async abort(): Promise<void> {
     if (!this.#lock) return;
     this.#stream?.destroy();
+    await this.#stream?.settled();
     await this.#fh?.close().catch(() => {});
     this.#fh = undefined;
     try {
@@ -469,6 +470,7 @@ export class LocalContentWriter implements ContentWriter {
   async close(): Promise<void> {
     if (!this.#lock) return;
     this.#stream?.destroy();
+    await this.#stream?.settled();
     await this.#fh?.close().catch(() => {});
     this.#fh = undefined;
     await this.#release();
@@ -478,6 +480,7 @@ export class LocalContentWriter implements ContentWriter {
   async #release(removeFile = false): Promise<void> {
     const lock = this.#lock;
     this.#lock = undefined;
+    await this.#stream?.settled();
     await this.#fh?.close().catch(() => {});
     this.#fh = undefined;
     await lock?.release({ removeFile });
@@ -558,11 +561,17 @@ function ingestHash(algorithm: string): IngestHash {
   };
 }
 
-/** Appends to the ingest file and feeds the hash; what is buffered goes out in one append. */
+/**
+ * Appends to the ingest file and feeds the hash; what is buffered goes out in one append. The
+ * native append writes to the raw fd, which FileHandle.close() does not wait for: the writer
+ * waits for {@link settled} before it closes the file, so a write can never land on a closed
+ * (or by then reused) descriptor. Destroying the stream also waits for the append in flight.
+ */
 class IngestStream extends Writable {
   bytes = 0;
   readonly #fh: FileHandle;
   readonly #hash: IngestHash;
+  #inflight: Promise<void> | undefined;
 
   constructor(fh: FileHandle, hash: IngestHash) {
     super({ highWaterMark: CHUNK });
@@ -578,9 +587,26 @@ class IngestStream extends Writable {
     this.#append(chunks.map((c) => c.chunk)).then(() => cb(), cb);
   }
 
-  async #append(bufs: Buffer[]): Promise<void> {
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    void this.settled().then(() => cb(err));
+  }
+
+  /** Resolves when no append is running (whether the last one failed or not). */
+  settled(): Promise<void> {
+    return this.#inflight ?? Promise.resolve();
+  }
+
+  #append(bufs: Buffer[]): Promise<void> {
     const nonEmpty = bufs.filter((b) => b.length > 0);
-    if (nonEmpty.length > 0) this.bytes += await this.#hash.append(this.#fh, nonEmpty);
+    if (nonEmpty.length === 0) return Promise.resolve();
+    const p = this.#hash.append(this.#fh, nonEmpty).then((n) => {
+      this.bytes += n;
+    });
+    this.#inflight = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    return p;
   }
 }
 
