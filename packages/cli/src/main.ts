@@ -1,5 +1,5 @@
 import { MyBuildError } from '@mybuild/oci';
-import type { GlobalOptions } from './args.js';
+import { type GlobalOptions, HelpRequest } from './args.js';
 import type { ProgressMode } from './progress.js';
 
 export const VERSION = '0.1.0';
@@ -115,6 +115,10 @@ export async function main(argv: string[]): Promise<number> {
     const mod = await cmd.load();
     return (await mod.run({ global, args })) ?? 0;
   } catch (err) {
+    if (err instanceof HelpRequest) {
+      process.stdout.write(err.text);
+      return 0;
+    }
     process.stderr.write(`${formatError(err, debug)}\n`);
     return err instanceof MyBuildError && err.code === 'INVALID_ARGUMENT' ? 2 : 1;
   }

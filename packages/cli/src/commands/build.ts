@@ -54,12 +54,7 @@ export async function run(ctx: CommandContext): Promise<number> {
     push: { type: 'boolean' },
     compression: { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  }, HELP);
   if (positionals.length !== 1) throw usageError('build', positionals.length ? 'takes one context directory' : 'needs a context directory', 'build [OPTIONS] CONTEXT');
   const contextDir = resolve(positionals[0]!);
   let isDir = false;

@@ -19,12 +19,7 @@ export async function run(ctx: CommandContext): Promise<number> {
   const { values, positionals } = parseCommand('copy', ctx.args, {
     platform: { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  }, HELP);
   if (positionals.length !== 2) throw usageError('copy', 'needs a source and a destination', 'copy SOURCE DESTINATION');
   const src = parseNormalizedReference(positionals[0]!);
   const dst = parseNormalizedReference(positionals[1]!);

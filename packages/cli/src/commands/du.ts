@@ -10,11 +10,7 @@ and per image the bytes it shares with other images and the bytes only it uses.
 `;
 
 export async function run(ctx: CommandContext): Promise<number> {
-  const { values } = parseCommand('du', ctx.args, { format: { type: 'string' }, help: { type: 'boolean', short: 'h' } });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  const { values } = parseCommand('du', ctx.args, { format: { type: 'string' } }, HELP);
   const store = await open(ctx.global);
   const u = await store.du();
   if (values.format === 'json') {

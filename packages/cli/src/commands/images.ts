@@ -27,12 +27,7 @@ export async function run(ctx: CommandContext): Promise<number> {
   const { values, positionals } = parseCommand('images', ctx.args, {
     format: { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  }, HELP);
   const store = await open(ctx.global);
   const filter = positionals[0] !== undefined ? parseReference(positionals[0]) : undefined;
   const rows: Row[] = [];

@@ -22,12 +22,7 @@ export async function run(ctx: CommandContext): Promise<number> {
   const { values, positionals } = parseCommand('inspect', ctx.args, {
     platform: { type: 'string' },
     raw: { type: 'boolean' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  }, HELP);
   if (positionals.length === 0) throw usageError('inspect', 'needs an image', 'inspect IMAGE...');
   if (values.raw && positionals.length !== 1) throw usageError('inspect', '--raw takes exactly one image', 'inspect --raw IMAGE');
   const remote = positionals.some((p) => p.startsWith(REMOTE));

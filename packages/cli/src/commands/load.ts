@@ -14,12 +14,7 @@ export async function run(ctx: CommandContext): Promise<number> {
   const { values, positionals } = parseCommand('load', ctx.args, {
     input: { type: 'string', short: 'i' },
     quiet: { type: 'boolean', short: 'q' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  }, HELP);
   if (positionals.length) throw usageError('load', `unexpected argument ${JSON.stringify(positionals[0])}`, 'load -i FILE');
   const file = values.input ?? '-';
   if (file === '-' && process.stdin.isTTY) throw usageError('load', 'no archive given and standard input is a terminal', 'load -i FILE');

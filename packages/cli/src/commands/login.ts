@@ -25,12 +25,7 @@ export async function run(ctx: CommandContext): Promise<number> {
     username: { type: 'string', short: 'u' },
     password: { type: 'string', short: 'p' },
     'password-stdin': { type: 'boolean' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  }, HELP);
   if (positionals.length > 1) throw usageError('login', 'takes at most one registry', 'login [-u USER] [--password-stdin] [REGISTRY]');
   const host = registryHost(positionals[0]);
   const fromStdin = values['password-stdin'] === true;

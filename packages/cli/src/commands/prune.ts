@@ -14,12 +14,7 @@ export async function run(ctx: CommandContext): Promise<number> {
     force: { type: 'boolean', short: 'f' },
     all: { type: 'boolean', short: 'a' },
     format: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  }, HELP);
   const store = await open(ctx.global);
   const r = await store.prune();
   if (values.format === 'json') process.stdout.write(`${JSON.stringify(r)}\n`);

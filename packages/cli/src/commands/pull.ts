@@ -37,12 +37,7 @@ export async function run(ctx: CommandContext): Promise<number> {
     platform: { type: 'string' },
     'all-platforms': { type: 'boolean', short: 'a' },
     quiet: { type: 'boolean', short: 'q' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  }, HELP);
   if (positionals.length !== 1) throw usageError('pull', positionals.length ? 'takes one image' : 'needs an image', 'pull NAME[:TAG|@DIGEST]');
   if (values.platform !== undefined && values['all-platforms']) throw usageError('pull', '--platform and --all-platforms exclude each other', 'pull [--platform P | -a] NAME');
   const want: Platform | undefined = values.platform !== undefined ? parsePlatform(values.platform) : undefined;

@@ -28,12 +28,7 @@ export async function run(ctx: CommandContext): Promise<number> {
     all: { type: 'boolean' },
     platform: { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  }, HELP);
   if (positionals.length < 1 || positionals.length > 2) throw usageError('push', positionals.length ? 'takes a source and at most one destination' : 'needs an image', 'push SOURCE [DESTINATION]');
   const all = values.all === true;
   if (all && values.platform !== undefined) throw usageError('push', '--platform and --all exclude each other', 'push [--all | --platform P] SOURCE [DESTINATION]');

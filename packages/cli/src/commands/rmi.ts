@@ -10,11 +10,7 @@ Blobs no tag needs any more are removed by 'mybuild prune'.
 `;
 
 export async function run(ctx: CommandContext): Promise<number> {
-  const { values, positionals } = parseCommand('rmi', ctx.args, { force: { type: 'boolean', short: 'f' }, help: { type: 'boolean', short: 'h' } });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  const { values, positionals } = parseCommand('rmi', ctx.args, { force: { type: 'boolean', short: 'f' } }, HELP);
   if (positionals.length === 0) throw usageError('rmi', 'needs at least one image', 'rmi IMAGE...');
   const store = await open(ctx.global);
   let failed = 0;

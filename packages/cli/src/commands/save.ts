@@ -17,12 +17,7 @@ export async function run(ctx: CommandContext): Promise<number> {
   const { values, positionals } = parseCommand('save', ctx.args, {
     output: { type: 'string', short: 'o' },
     format: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  }, HELP);
   if (positionals.length === 0) throw usageError('save', 'needs at least one image', 'save [-o FILE] IMAGE...');
   const format = (values.format ?? 'docker') as ArchiveFormat;
   if (format !== 'docker' && format !== 'oci') throw usageError('save', `unknown --format ${JSON.stringify(values.format)}`, 'save --format docker|oci ...');

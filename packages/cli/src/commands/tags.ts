@@ -13,12 +13,7 @@ List the tags of a repository in a registry, one per line (registry order).
 export async function run(ctx: CommandContext): Promise<number> {
   const { values, positionals } = parseCommand('tags', ctx.args, {
     format: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  }, HELP);
   if (positionals.length !== 1) throw usageError('tags', positionals.length ? 'takes one repository' : 'needs a repository', 'tags REPOSITORY');
   const format = values.format ?? 'text';
   if (format !== 'text' && format !== 'json') throw usageError('tags', `unknown --format ${JSON.stringify(format)}`, 'tags --format text|json REPOSITORY');

@@ -14,11 +14,7 @@ xattrs, hardlinks and device nodes kept (as root). Hostile layers cannot write o
 `;
 
 export async function run(ctx: CommandContext): Promise<number> {
-  const { values, positionals } = parseCommand('unpack', ctx.args, { platform: { type: 'string' }, help: { type: 'boolean', short: 'h' } });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  const { values, positionals } = parseCommand('unpack', ctx.args, { platform: { type: 'string' } }, HELP);
   if (positionals.length !== 2) throw usageError('unpack', 'needs an image and a directory', 'unpack IMAGE DIR');
   const [ref, dir] = positionals as [string, string];
   const store = await open(ctx.global);

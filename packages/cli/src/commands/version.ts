@@ -3,11 +3,7 @@ import { VERSION } from '../main.js';
 import { parseCommand } from '../args.js';
 
 export async function run(ctx: CommandContext): Promise<number> {
-  const { values } = parseCommand('version', ctx.args, { format: { type: 'string' }, help: { type: 'boolean', short: 'h' } });
-  if (values.help) {
-    process.stdout.write('Usage: mybuild version [--format json]\n');
-    return 0;
-  }
+  const { values } = parseCommand('version', ctx.args, { format: { type: 'string' } }, 'Usage: mybuild version [--format json]\n');
   const arch = process.arch === 'x64' ? 'amd64' : process.arch;
   if (values.format === 'json') {
     process.stdout.write(`${JSON.stringify({ Version: VERSION, Node: process.version, Os: process.platform, Arch: arch })}\n`);
