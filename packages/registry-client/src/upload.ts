@@ -197,6 +197,20 @@ export async function uploadBlob(
     throw err;
   };
 
+  /**
+   * One PATCH. When it breaks on the network (the server may have taken some, all or none of
+   * it), ask the upload URL where it stands instead of replaying blindly — at most
+   * MAX_STATUS_CHECKS times per piece (`attempt` counts them).
+   */
+  const patch = async (spec: RequestSpec, loc: URL, attempt: number): Promise<{ res: RawResponse } | { stand: { offset: number; location: URL }; err: unknown }> => {
+    try {
+      return { res: await ep.request(spec) };
+    } catch (err) {
+      if (attempt >= MAX_STATUS_CHECKS) throw err;
+      return { stand: await status(loc), err };
+    }
+  };
+
   /** The closing PUT; one that failed may still have committed, so HEAD before starting over. */
   const finish = async (loc: URL, body: (() => Promise<Readable>) | undefined, mode: UploadMode): Promise<void> => {
     const spec: RequestSpec = {
@@ -247,15 +261,13 @@ export async function uploadBlob(
         body: () => openAt(from),
         idempotent: false,
       };
-      let res: RawResponse;
-      try {
-        res = await ep.request(spec);
-      } catch (err) {
-        if (checks++ >= MAX_STATUS_CHECKS) throw err;
-        ({ offset, location: loc } = await status(loc));
-        ctx.debug(`PATCH of ${desc.digest} failed (${(err as Error).message}); registry holds ${offset} bytes`);
+      const sent = await patch(spec, loc, checks++);
+      if ('stand' in sent) {
+        ({ offset, location: loc } = sent.stand);
+        ctx.debug(`PATCH of ${desc.digest} failed (${(sent.err as Error).message}); registry holds ${offset} bytes`);
         continue;
       }
+      const res = sent.res;
       if (res.status !== 202 && res.status !== 204) await refused(res, 'patch', spec);
       loc = locationOf(res, loc);
       offset = parseUploadRange(header(res, 'range'), false) ?? size;
@@ -285,17 +297,14 @@ export async function uploadBlob(
             body: buf,
             idempotent: false,
           };
-          let res: RawResponse;
-          try {
-            res = await ep.request(spec);
-          } catch (err) {
-            if (checks++ >= MAX_STATUS_CHECKS) throw err;
-            const st = await status(loc);
-            loc = st.location;
-            if (st.offset > end) break; // the chunk landed before the connection broke
-            if (st.offset !== offset) throw new UploadSignal('restart', undefined, err);
+          const sent = await patch(spec, loc, checks++);
+          if ('stand' in sent) {
+            loc = sent.stand.location;
+            if (sent.stand.offset > end) break; // the chunk landed before the connection broke
+            if (sent.stand.offset !== offset) throw new UploadSignal('restart', undefined, sent.err);
             continue;
           }
+          const res = sent.res;
           if (res.status !== 202 && res.status !== 204) await refused(res, 'chunked', spec);
           loc = locationOf(res, loc);
           discard(res);
