@@ -455,10 +455,7 @@ export class LocalContentWriter implements ContentWriter {
   /** Drop the ingest and release its lock. */
   async abort(): Promise<void> {
     if (!this.#lock) return;
-    this.#stream?.destroy();
-    await this.#stream?.settled();
-    await this.#fh?.close().catch(() => {});
-    this.#fh = undefined;
+    await this.#closeFile();
     try {
       await rm(this.#dir, { recursive: true, force: true });
     } finally {
@@ -469,20 +466,22 @@ export class LocalContentWriter implements ContentWriter {
   /** Release the writer but keep the ingest, so a later `writer(ref)` resumes it. */
   async close(): Promise<void> {
     if (!this.#lock) return;
+    await this.#release();
+  }
+
+  /** Stop the stream, wait for the append it may have running (see IngestStream), close the file. */
+  async #closeFile(): Promise<void> {
     this.#stream?.destroy();
     await this.#stream?.settled();
     await this.#fh?.close().catch(() => {});
     this.#fh = undefined;
-    await this.#release();
   }
 
   /** `removeFile` when the ingest is gone: its lock file goes too, so locks/ does not grow forever. */
   async #release(removeFile = false): Promise<void> {
     const lock = this.#lock;
     this.#lock = undefined;
-    await this.#stream?.settled();
-    await this.#fh?.close().catch(() => {});
-    this.#fh = undefined;
+    await this.#closeFile();
     await lock?.release({ removeFile });
   }
 }
