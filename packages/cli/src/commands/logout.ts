@@ -10,7 +10,7 @@ config.json or its credential helper.
 `;
 
 export async function run(ctx: CommandContext): Promise<number> {
-  const { values, positionals } = parseCommand('logout', ctx.args, {}, HELP);
+  const { positionals } = parseCommand('logout', ctx.args, {}, HELP);
   if (positionals.length > 1) throw usageError('logout', 'takes at most one registry', 'logout [REGISTRY]');
   const host = registryHost(positionals[0]);
   const key = configKeyFor(host);
