@@ -196,7 +196,10 @@ setInterval(() => {}, 1000); // hold the ingest until killed
       });
       // alive: the ingest is locked, prune keeps it
       expect((await rejection(store.content.writer('killed-download', { noWait: true }))).code).toBe('LOCKED');
-      expect((await store.prune()).ingestsRemoved).toBe(0);
+      // (a rare failure here is not understood yet: the message says which ingest went)
+      const before = await readdir(store.paths.ingest);
+      const pruned = await store.prune();
+      expect(pruned.ingestsRemoved, `ingests before ${before.join(',')}, after ${(await readdir(store.paths.ingest)).join(',')}, locks ${(await readdir(store.paths.locks)).join(',')}`).toBe(0);
       expect((await store.content.ingests())[0]).toMatchObject({ ref: 'killed-download', offset: half });
 
       child.kill('SIGKILL');
