@@ -184,7 +184,9 @@ const w = await store.content.writer(ref);
 const s = w.stream();
 await new Promise((resolve, reject) => s.write(readFileSync(file), (e) => (e ? reject(e) : resolve())));
 process.stdout.write('ready\\n');
-setInterval(() => {}, 1000); // hold the ingest until killed
+// Hold the ingest until killed. The timer keeps the writer reachable: a writer nothing refers to
+// is garbage, and Node closes a collected FileHandle's fd — the lock's too, which let prune take it.
+setInterval(() => void [w, s], 1000);
 `,
     );
     try {
@@ -196,7 +198,6 @@ setInterval(() => {}, 1000); // hold the ingest until killed
       });
       // alive: the ingest is locked, prune keeps it
       expect((await rejection(store.content.writer('killed-download', { noWait: true }))).code).toBe('LOCKED');
-      // (a rare failure here is not understood yet: the message says which ingest went)
       const before = await readdir(store.paths.ingest);
       const pruned = await store.prune();
       expect(pruned.ingestsRemoved, `ingests before ${before.join(',')}, after ${(await readdir(store.paths.ingest)).join(',')}, locks ${(await readdir(store.paths.locks)).join(',')}`).toBe(0);
