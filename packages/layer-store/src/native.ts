@@ -45,6 +45,13 @@ export interface NativeSys {
    * the directory cannot be opened or read.
    */
   scandir(path: string): [names: string, stats: Float64Array];
+  /**
+   * mount(2) on the thread pool; '' for `source`, `fstype` or `data` passes NULL. `data` must be
+   * shorter than 4096 bytes (the kernel copies one page). Rejects with the errno name as `code`.
+   */
+  mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
+  /** umount2(2) on the thread pool (unmounting an overlay syncs its upper filesystem). */
+  umount(target: string, flags: number): Promise<void>;
 }
 
 /** An opaque native sha256 context. */

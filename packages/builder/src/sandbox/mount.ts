@@ -1,18 +1,37 @@
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MyBuildError } from '@mybuild/oci';
-import type { Mount } from '@mybuild/layer-store';
+import { type Mount, sys } from '@mybuild/layer-store';
 
-/** Run mount(8)/umount(8) (Node has no mount call); rejects with their one-line stderr. */
-function run(cmd: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { encoding: 'utf8' }, (err, _stdout, stderr) => {
-      if (!err) return resolve();
-      const line = stderr.trim().split('\n').pop() ?? '';
-      reject(new Error(line === '' ? err.message : line));
-    });
-  });
+// <sys/mount.h>
+const MS_RDONLY = 0x1;
+const MS_REMOUNT = 0x20;
+const MS_BIND = 0x1000;
+const MS_REC = 0x4000;
+const MNT_DETACH = 0x2;
+
+/**
+ * Mount one of the snapshotter's mounts with mount(2) (through the addon: no mount(8) to fork and
+ * exec per step), as mount(8) would for the same `-o` options: an overlay's options are its
+ * data ('ro' a flag); a bind mount is MS_BIND (MS_REC for 'rbind'), then remounted read-only for
+ * 'ro' (the kernel ignores MS_RDONLY on the bind itself).
+ */
+async function mountOne(m: Mount, at: string): Promise<void> {
+  if (m.type === 'overlay') {
+    const flags = m.options.includes('ro') ? MS_RDONLY : 0;
+    await sys().mount(m.source, at, 'overlay', flags, m.options.filter((o) => o !== 'ro' && o !== 'rw').join(','));
+    return;
+  }
+  const unknown = m.options.find((o) => o !== 'bind' && o !== 'rbind' && o !== 'ro' && o !== 'rw');
+  if (unknown !== undefined) throw new Error(`bind mount option ${unknown} is not supported`);
+  await sys().mount(m.source, at, '', MS_BIND | (m.options.includes('rbind') ? MS_REC : 0), '');
+  if (!m.options.includes('ro')) return;
+  try {
+    await sys().mount('', at, '', MS_REMOUNT | MS_BIND | MS_RDONLY, '');
+  } catch (err) {
+    await sys().umount(at, MNT_DETACH).catch(() => {});
+    throw err;
+  }
 }
 
 /**
@@ -24,8 +43,7 @@ export async function mountAll(mounts: Mount[], target: string): Promise<void> {
   try {
     for (const m of mounts) {
       const at = m.target === undefined ? target : join(target, m.target);
-      if (m.type === 'overlay') await run('mount', ['-t', 'overlay', m.source, '-o', m.options.join(','), at]);
-      else await run('mount', ['-o', m.options.join(','), m.source, at]);
+      await mountOne(m, at);
       done.push(at);
     }
   } catch (err) {
@@ -37,24 +55,45 @@ export async function mountAll(mounts: Mount[], target: string): Promise<void> {
   }
 }
 
-/** Whether something is mounted exactly at `path` (in this mount namespace). */
-export function isMountPoint(path: string): boolean {
-  const escaped = path.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+/** Mount points of this mount namespace, in /proc/self/mountinfo order (parents before children). */
+function mountPoints(): string[] {
   return readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
-    .some((l) => l.split(' ')[4] === escaped);
+    .filter((l) => l !== '')
+    .map((l) => (l.split(' ')[4] ?? '').replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+}
+
+/** Whether something is mounted exactly at `path` (in this mount namespace). */
+export function isMountPoint(path: string): boolean {
+  return mountPoints().includes(path);
+}
+
+/** The mounts at and below `target`, the last mounted first (the order `umount -R` takes). */
+function mountsFrom(target: string): string[] {
+  const below = target.endsWith('/') ? target : `${target}/`;
+  return mountPoints()
+    .filter((p) => p === target || p.startsWith(below))
+    .reverse();
 }
 
 /**
- * Unmount everything at and below `target`. A busy mount is retried for a moment, then
- * detached (lazy unmount) so that nothing stays mounted under the sandbox's directory.
+ * Unmount everything at and below `target` (as `umount -R`). A busy mount is retried for a
+ * moment, then detached (lazy unmount) so that nothing stays mounted under the sandbox's
+ * directory.
  */
 export async function unmount(target: string): Promise<void> {
   let last: unknown;
   for (let i = 0; i < 8; i++) {
-    if (!isMountPoint(target)) return; // loops again for mounts stacked on one point
+    const points = mountsFrom(target);
+    if (!points.includes(target)) return;
     try {
-      await run('umount', ['-R', target]);
+      for (const p of points) {
+        await sys()
+          .umount(p, 0)
+          .catch((err: NodeJS.ErrnoException) => {
+            if (err.code !== 'EINVAL' && err.code !== 'ENOENT') throw err; // gone meanwhile
+          });
+      }
     } catch (err) {
       last = err;
       await new Promise((r) => setTimeout(r, 20 * (i + 1)));
@@ -62,7 +101,7 @@ export async function unmount(target: string): Promise<void> {
   }
   if (!isMountPoint(target)) return;
   try {
-    await run('umount', ['-R', '-l', target]);
+    for (const p of mountsFrom(target)) await sys().umount(p, MNT_DETACH);
   } catch (err) {
     throw new MyBuildError('INTERNAL', `unmounting ${target} failed: ${(err as Error).message}`, { cause: last ?? err });
   }
