@@ -20,7 +20,7 @@ bench_args() {
 # bench_setup: install/build what is missing, check the CLI and /usr/bin/time, set MYBUILD_CLI.
 bench_setup() {
   bash scripts/setup.sh
-  MYBUILD_CLI="${MYBUILD_CLI:-$PWD/packages/cli/dist/mybuild.mjs}"
+  MYBUILD_CLI="${MYBUILD_CLI:-$PWD/packages/cli/dist/mybuild.cjs}"
   if [ ! -f "$MYBUILD_CLI" ]; then
     echo "bench: error: $MYBUILD_CLI is missing (make build)" >&2
     exit 1

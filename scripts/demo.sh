@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 
-MYBUILD_CLI="${MYBUILD_CLI:-packages/cli/dist/mybuild.mjs}"
+MYBUILD_CLI="${MYBUILD_CLI:-packages/cli/dist/mybuild.cjs}"
 if [ ! -f node "$MYBUILD_CLI" ]; then
   echo "demo: error: $MYBUILD_CLI is missing (the build should have made it: make build)" >&2
   exit 1

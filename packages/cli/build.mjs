@@ -1,7 +1,9 @@
-// Bundles the CLI into dist/ (one entry, lazily loaded chunks per command) so that
-// `mybuild version` does not pay for loading every module; copies the native addon beside it.
+// Bundles the CLI into dist/: all of it in one CommonJS file (mybuild.bundle.cjs; each command's
+// modules still run only when that command is used), started by dist/mybuild.cjs (loader.cjs),
+// which compiles it with V8's code cache; dist/mybuild.mjs is the same for `import`. Copies the
+// native addon beside it.
 import { build } from 'esbuild';
-import { chmodSync, copyFileSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -9,23 +11,29 @@ const here = dirname(fileURLToPath(import.meta.url));
 const dist = join(here, 'dist');
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist, { recursive: true });
-await build({
-  entryPoints: { mybuild: join(here, 'src', 'bin.ts') },
-  outdir: dist,
+const result = await build({
+  entryPoints: [join(here, 'src', 'bin.ts')],
+  outfile: join(dist, 'mybuild.bundle.cjs'),
   bundle: true,
-  splitting: true,
-  format: 'esm',
+  format: 'cjs',
   platform: 'node',
   target: 'node20',
-  outExtension: { '.js': '.mjs' },
-  chunkNames: 'chunks/[name]-[hash]',
   external: ['zstd-napi'],
   sourcemap: 'linked',
-  banner: {
-    js: "#!/usr/bin/env node\nimport { createRequire as __mybuildCreateRequire } from 'node:module';\nconst require = __mybuildCreateRequire(import.meta.url);",
-  },
+  // import.meta.url (the addon's and zstd-napi's location) is the bundle's own URL
+  define: { 'import.meta.url': '__mybuildUrl' },
+  banner: { js: "const __mybuildUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
+  metafile: true,
 });
+// A dynamic import() left in the bundle would fail under vm.Script (no module loader there).
+for (const [file, out] of Object.entries(result.metafile.outputs)) {
+  for (const imp of out.imports) {
+    if (imp.kind === 'dynamic-import') throw new Error(`${file}: dynamic import of ${imp.path} left in the bundle: use a static import or require`);
+  }
+}
+copyFileSync(join(here, 'loader.cjs'), join(dist, 'mybuild.cjs'));
+writeFileSync(join(dist, 'mybuild.mjs'), "#!/usr/bin/env node\nimport './mybuild.cjs';\n");
+chmodSync(join(dist, 'mybuild.cjs'), 0o755);
 chmodSync(join(dist, 'mybuild.mjs'), 0o755);
 copyFileSync(join(here, '..', 'layer-store', 'build', 'sys.node'), join(dist, 'sys.node'));
-copyFileSync(join(here, '..', 'layer-store', 'build', 'sys.node'), join(dist, 'chunks', 'sys.node'));

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
-export const CLI = fileURLToPath(new URL('../dist/mybuild.mjs', import.meta.url));
+export const CLI = fileURLToPath(new URL('../dist/mybuild.cjs', import.meta.url));
 export const execFileP = promisify(execFile);
 
 export interface CliResult {

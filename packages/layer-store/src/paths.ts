@@ -1,4 +1,4 @@
-import { mkdir, writeFile, rename, open } from 'node:fs/promises';
+import { link, mkdir, writeFile, rename, open, unlink } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -39,7 +39,6 @@ async function createIfMissing(path: string, content: string): Promise<void> {
   const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
   await writeFile(tmp, content, { mode: 0o644 });
   // link() fails with EEXIST if another process created it meanwhile; rename would overwrite a newer file.
-  const { link, unlink } = await import('node:fs/promises');
   try {
     await link(tmp, path);
   } catch (err) {

@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+// The `mybuild` executable (copied to dist/mybuild.cjs by build.mjs). It runs the bundled CLI,
+// dist/mybuild.bundle.cjs, compiled with V8's code cache when one is at hand: every command
+// otherwise spends 10-45 ms compiling its JavaScript again (Node 20 has no module compile
+// cache). The cache of a command is what V8 compiled during its first run, kept per user in
+// $XDG_CACHE_HOME/mybuild/code (default ~/.cache/mybuild/code), a directory only that user may
+// write (checked on every run: compiled code is trusted like the bundle itself); a file is named
+// after the bundle's size, time and inode, the Node version and the command, so a rebuilt bundle
+// or another Node never meets an old cache (V8 also refuses one made by another version or other
+// flags, and then it is made again). MYBUILD_CODE_CACHE=0 turns it off.
+'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
+const vm = require('node:vm');
+const Module = require('node:module');
+
+const bundle = path.join(__dirname, 'mybuild.bundle.cjs');
+const source = fs.readFileSync(bundle, 'utf8');
+
+/** The first word of the command line that is not a global option or its value. */
+function commandName(argv) {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--root' || a === '--progress') i++;
+    else if (!a.startsWith('-')) return /^[a-z]{1,16}$/.test(a) ? a : 'other';
+  }
+  return 'none';
+}
+
+/** This user's cache directory, made if missing; undefined when it is not safe or not wanted. */
+function cacheDir() {
+  if (process.env.MYBUILD_CODE_CACHE === '0') return undefined;
+  const base = process.env.XDG_CACHE_HOME || (process.env.HOME ? path.join(process.env.HOME, '.cache') : '');
+  if (!path.isAbsolute(base)) return undefined;
+  const dir = path.join(base, 'mybuild', 'code');
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const uid = typeof process.getuid === 'function' ? process.getuid() : -1;
+    for (const d of [path.dirname(dir), dir]) {
+      const st = fs.lstatSync(d);
+      if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o022) !== 0) return undefined;
+    }
+    return dir;
+  } catch {
+    return undefined;
+  }
+}
+
+let cacheFile;
+let cached;
+const dir = cacheDir();
+if (dir !== undefined) {
+  const st = fs.statSync(bundle);
+  const id = [st.size, Math.trunc(st.mtimeMs), st.ino, process.version, process.arch, commandName(process.argv.slice(2))].join('-');
+  cacheFile = path.join(dir, `${id}.v8`);
+  try {
+    cached = fs.readFileSync(cacheFile);
+  } catch {
+    cached = undefined;
+  }
+}
+
+const script = new vm.Script(Module.wrap(source), { filename: bundle, ...(cached ? { cachedData: cached } : {}) });
+if (cacheFile !== undefined) {
+  // At exit V8 has compiled what this command needed: keep that for its next run. A cache made
+  // by a short run (a fully cached build) lacks what a longer one (a build that runs its steps)
+  // compiles, so after a run of half a second or more a cache a tenth larger replaces it.
+  const fresh = cached === undefined || script.cachedDataRejected;
+  process.once('exit', () => {
+    if (!fresh && process.uptime() < 0.5) return;
+    const tmp = `${cacheFile}.${process.pid}.tmp`;
+    try {
+      const data = script.createCachedData();
+      if (!fresh && data.length < cached.length * 1.1) return;
+      fs.writeFileSync(tmp, data, { mode: 0o600 });
+      fs.renameSync(tmp, cacheFile);
+    } catch {
+      try {
+        fs.unlinkSync(tmp);
+      } catch {
+        // nothing written
+      }
+    }
+  });
+}
+const mod = new Module(bundle, module);
+mod.filename = bundle;
+script.runInThisContext()(mod.exports, Module.createRequire(bundle), mod, bundle, __dirname);

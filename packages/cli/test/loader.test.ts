@@ -1,0 +1,70 @@
+/**
+ * dist/mybuild.cjs, the executable: runs the bundle with V8's code cache kept per user and
+ * command in $XDG_CACHE_HOME/mybuild/code; a cache that is bad, or in a directory others may
+ * write, is never trusted.
+ */
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { cli } from './helpers.js';
+
+let home: string;
+let root: string;
+beforeEach(() => {
+  home = mkdtempSync(join(tmpdir(), 'mybuild-loader-'));
+  root = join(home, 'store');
+});
+afterEach(() => rmSync(home, { recursive: true, force: true }));
+
+const codeDir = () => join(home, 'cache', 'mybuild', 'code');
+const files = () => readdirSync(codeDir()).sort();
+
+describe('code cache', () => {
+  it('is written per command after a first run (0600 in a 0700 directory), then used and not rewritten', async () => {
+    const env = { XDG_CACHE_HOME: join(home, 'cache') };
+    const first = await cli(root, ['version'], { env });
+    expect(first.code).toBe(0);
+    expect(files()).toEqual([expect.stringMatching(/^\d+-\d+-\d+-v\d+\.\d+\.\d+-[a-z0-9]+-version\.v8$/)]);
+    const file = join(codeDir(), files()[0]!);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(statSync(codeDir()).mode & 0o777).toBe(0o700);
+    const written = statSync(file).mtimeMs;
+
+    const second = await cli(root, ['version'], { env });
+    expect(second.stdout).toBe(first.stdout);
+    expect(statSync(file).mtimeMs).toBe(written); // accepted: a short run keeps it as it is
+
+    const images = await cli(root, ['images'], { env });
+    expect(images.code).toBe(0);
+    expect(files()).toHaveLength(2);
+    expect(files().some((f) => f.endsWith('-images.v8'))).toBe(true);
+  });
+
+  it('a corrupt cache file is refused by V8 and made again; the command is unaffected', async () => {
+    const env = { XDG_CACHE_HOME: join(home, 'cache') };
+    const good = await cli(root, ['version'], { env });
+    const file = join(codeDir(), files()[0]!);
+    const size = statSync(file).size;
+    writeFileSync(file, Buffer.alloc(size, 0xa5));
+    const again = await cli(root, ['version'], { env });
+    expect(again).toEqual(good);
+    const now = readFileSync(file);
+    expect(now.length).toBeGreaterThan(10_000);
+    expect(now.subarray(0, 64).equals(Buffer.alloc(64, 0xa5))).toBe(false); // made again from real code
+  });
+
+  it('is neither read nor written in a directory others may write, nor with MYBUILD_CODE_CACHE=0', async () => {
+    mkdirSync(join(home, 'cache', 'mybuild', 'code'), { recursive: true });
+    chmodSync(join(home, 'cache', 'mybuild'), 0o777);
+    const env = { XDG_CACHE_HOME: join(home, 'cache') };
+    expect((await cli(root, ['version'], { env })).code).toBe(0);
+    expect(files()).toEqual([]);
+
+    chmodSync(join(home, 'cache', 'mybuild'), 0o700);
+    const off = await cli(root, ['version'], { env: { ...env, MYBUILD_CODE_CACHE: '0' } });
+    expect(off.code).toBe(0);
+    expect(files()).toEqual([]);
+    expect((await cli(root, ['version'], { env: { XDG_CACHE_HOME: 'relative/dir', HOME: '' } })).code).toBe(0);
+  });
+});
