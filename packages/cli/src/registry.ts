@@ -4,15 +4,18 @@
  * registries, CA files) and the environment (docker's config.json for credentials,
  * `MYBUILD_CA_FILE`), and a renderer of the client's transfer events in docker's words.
  */
+import { join } from 'node:path';
 import { type Digest, familiarName, MyBuildError, parseReference, type Reference, shortId } from '@mybuild/oci';
 import {
   defaultRegistriesFile,
+  fileSchemeMemo,
   loadRegistriesConfig,
   type ProgressEvent as TransferEvent,
   RegistryClient,
   type RegistryClientOptions,
 } from '@mybuild/registry-client';
 import type { GlobalOptions } from './args.js';
+import { userCacheDir } from './cachedir.js';
 import { VERSION } from './main.js';
 import { Progress, type ProgressMode } from './progress.js';
 
@@ -30,18 +33,22 @@ function concurrencyFromEnv(env: NodeJS.ProcessEnv): number | undefined {
 /**
  * The client for one command. Insecure registries are the union of `--insecure-registry` and
  * registries.json's `insecure: true` entries; debug lines (one per request, credentials
- * redacted by the client) go to stderr with `--debug`.
+ * redacted by the client) go to stderr with `--debug`. Which loopback registries speak plain
+ * http is remembered in the user's cache directory (registries-http.json), so that a command
+ * does not try TLS on them first again.
  */
 export function registryClient(global: GlobalOptions, extra: Partial<RegistryClientOptions> = {}, env: NodeJS.ProcessEnv = process.env): RegistryClient {
   const file = defaultRegistriesFile(env);
   const settings = loadRegistriesConfig(file);
   const concurrency = concurrencyFromEnv(env);
+  const cache = userCacheDir(env);
   return new RegistryClient({
     userAgent: `mybuild/${VERSION}`,
     insecure: [...settings.insecure, ...global.insecureRegistries],
     mirrors: settings.mirrors,
     registryCaFiles: settings.registryCaFiles,
     ...(concurrency === undefined ? {} : { concurrency }),
+    ...(cache === undefined ? {} : { schemes: fileSchemeMemo(join(cache, 'registries-http.json')) }),
     ...(global.debug ? { debug: (line: string) => process.stderr.write(`mybuild: debug: ${line}\n`) } : {}),
     env,
     ...extra,

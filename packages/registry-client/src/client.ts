@@ -30,7 +30,7 @@ import {
 } from '@mybuild/oci';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { repositoryScope } from './auth.js';
-import type { ClientContext } from './context.js';
+import type { ClientContext, SchemeMemo } from './context.js';
 import { type CredentialProvider, type Credentials, dockerConfigCredentials } from './credentials.js';
 import { downloadBlob } from './download.js';
 import { Endpoint, type RequestSpec } from './endpoint.js';
@@ -78,6 +78,11 @@ export interface RegistryClientOptions {
   env?: NodeJS.ProcessEnv;
   /** Clock for token expiry (tests). */
   clock?: () => number;
+  /**
+   * Remembers which loopback registries speak plain http, to try that first next time (for
+   * one across processes: {@link fileSchemeMemo}). Without it every client probes https first.
+   */
+  schemes?: SchemeMemo;
 }
 
 export type ReferenceInput = Reference | string;
@@ -264,6 +269,7 @@ export class RegistryClient {
       now: opts.clock ?? Date.now,
       sleep: (ms) => sleep(ms),
       chunkSize: opts.chunkSize ?? 4 << 20,
+      ...(opts.schemes ? { schemes: opts.schemes } : {}),
     };
     this.#limit = pLimit(concurrency);
   }

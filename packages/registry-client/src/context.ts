@@ -19,6 +19,20 @@ export interface ClientContext {
   sleep(ms: number): Promise<void>;
   /** Largest blob chunk when a registry needs chunked uploads. */
   chunkSize: number;
+  /** Which loopback registries answered in plain http before (see {@link SchemeMemo}). */
+  schemes?: SchemeMemo;
+}
+
+/**
+ * Remembers which loopback registries speak plain http, so that the next client (the next
+ * command) does not try TLS first again (a failed handshake and a second connection, ~15 ms).
+ * Only a first guess: a guessed-http registry whose first answer is not a registry's (a TLS
+ * server's 400 or a dropped connection) is probed again from https, and forgotten. The first
+ * request to a registry carries no credentials (no challenge is known yet).
+ */
+export interface SchemeMemo {
+  get(host: string): 'http:' | undefined;
+  set(host: string, protocol: 'http:' | undefined): void;
 }
 
 /** 127.0.0.0/8, ::1 and localhost: may speak plain http without being configured insecure. */

@@ -56,6 +56,8 @@ export class Endpoint {
   /** Set while the first request to a probed host is out (see #follow). */
   #probing: Promise<void> | undefined;
   readonly #probe: boolean;
+  /** A loopback host remembered as plain http: tried first, not yet confirmed. */
+  #guess: 'http:' | undefined;
   readonly #ctx: ClientContext;
   /** How blobs are uploaded here; downgraded when the registry refuses a form. */
   uploadMode: 'patch' | 'put' | 'chunked' = 'patch';
@@ -74,10 +76,21 @@ export class Endpoint {
     this.auth = new Authenticator(host, ctx);
     this.#probe = protocol === undefined && (ctx.isInsecure(host) || isLoopbackHost(host));
     this.#protocol = protocol ?? (this.#probe ? undefined : 'https:');
+    if (this.#probe && isLoopbackHost(host) && ctx.schemes?.get(host) === 'http:') this.#guess = 'http:';
   }
 
   get baseUrl(): string {
-    return `${this.#protocol ?? 'https:'}//${this.host}`;
+    return `${this.#protocol ?? this.#guess ?? 'https:'}//${this.host}`;
+  }
+
+  /** The remembered plain http did not answer as a registry: forget it, probe from https. */
+  #dropGuess(url: URL, why: string): URL {
+    this.#guess = undefined;
+    this.#ctx.schemes?.set(this.host, undefined);
+    this.#ctx.debug(`${this.host}: plain http (remembered) failed (${why}): trying https`);
+    const next = new URL(url);
+    next.protocol = 'https:';
+    return next;
   }
 
   /** Is `url` on this registry (same host, same port, default ports counted)? */
@@ -143,12 +156,12 @@ export class Endpoint {
     let url = this.url(spec.url);
     let method = spec.method;
     let body: Body | undefined = spec.body;
+    // Set while this request is the one finding out whether an insecure or loopback host
+    // speaks TLS; the requests that start meanwhile wait for its answer instead of each trying.
+    let endProbe: (() => void) | undefined;
     for (let hops = 0; ; hops++) {
       const own = this.#isOwn(url);
-      // Only one request finds out whether an insecure or loopback host speaks TLS; the
-      // requests that start meanwhile wait for its answer instead of each trying https.
-      let endProbe: (() => void) | undefined;
-      if (own && hops === 0 && this.#probe && this.#protocol === undefined) {
+      if (own && hops === 0 && this.#probe && this.#protocol === undefined && endProbe === undefined) {
         if (this.#probing) {
           await this.#probing;
           url = this.url(spec.url);
@@ -176,9 +189,15 @@ export class Endpoint {
           ...(spec.timeouts ? { timeouts: spec.timeouts } : {}),
         });
       } catch (err) {
+        if (own && this.#protocol === undefined && this.#guess !== undefined && url.protocol === 'http:') {
+          url = this.#dropGuess(url, errnoCode(err) ?? (err as Error).message);
+          hops--;
+          continue;
+        }
         if (own && this.#probe && this.#protocol !== 'https:' && url.protocol === 'https:' && isTlsProtocolError(err)) {
           // An insecure or loopback registry that does not speak TLS: use plain http from now on.
           this.#protocol = 'http:';
+          if (isLoopbackHost(this.host)) this.#ctx.schemes?.set(this.host, 'http:');
           this.#ctx.debug(`${this.host} does not speak TLS: using http`);
           url = new URL(url);
           url.protocol = 'http:';
@@ -188,6 +207,13 @@ export class Endpoint {
         }
         endProbe?.();
         throw err;
+      }
+      if (own && this.#protocol === undefined && this.#guess !== undefined && url.protocol === 'http:' && res.status === 400 && header(res, 'docker-distribution-api-version') === undefined) {
+        // Most likely a TLS server's answer to plain http ("Client sent an HTTP request to an HTTPS server").
+        discard(res);
+        url = this.#dropGuess(url, 'status 400');
+        hops--;
+        continue;
       }
       if (own && this.#protocol === undefined) this.#protocol = url.protocol as 'https:' | 'http:';
       endProbe?.();

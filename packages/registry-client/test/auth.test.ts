@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isUnauthorized } from '@mybuild/oci';
-import { RegistryClient, type RegistryClientOptions, staticCredentials } from '@mybuild/registry-client';
+import { RegistryClient, type RegistryClientOptions, type SchemeMemo, staticCredentials } from '@mybuild/registry-client';
 import { type FaultProxy, startFaultProxy } from '../../../fixtures/src/fault-proxy.js';
 import { startRegistry, type TestRegistry } from '../../../fixtures/src/registry.js';
 import { startTokenServer, type TokenServer } from '../../../fixtures/src/token-server.js';
@@ -87,6 +87,32 @@ describe('TLS and Basic auth (htpasswd)', () => {
 
     const insecure = client({ credentials: creds, certsDirs: [], insecure: [basicTls.host] });
     expect((await insecure.getManifest(`${basicTls.host}/proj/app:1`)).descriptor.digest).toBe(img.descriptor.digest);
+  });
+
+  it('a loopback TLS registry remembered as plain http: the guess is dropped, https used, credentials never sent in plain', async () => {
+    const img = makeImage();
+    const plainRequests: string[] = [];
+    const remembered = new Map<string, 'http:'>([[basicTls.host, 'http:']]);
+    const memo: SchemeMemo = {
+      get: (h) => remembered.get(h),
+      set: (h, p) => void (p ? remembered.set(h, p) : remembered.delete(h)),
+    };
+    const c = client({
+      certsDirs: [certsDir],
+      schemes: memo,
+      credentials: (h) => {
+        plainRequests.push(`credentials asked for ${h} with the guess ${String(remembered.get(h))}`);
+        return Promise.resolve(h === basicTls.host ? { username: ROBOT, password: ROBOT_PW } : undefined);
+      },
+    });
+    await c.push(MemoryStore.of(img), img.manifestBytes, `${basicTls.host}/proj/memo:1`);
+    expect((await c.getManifest(`${basicTls.host}/proj/memo:1`)).descriptor.digest).toBe(img.descriptor.digest);
+    expect(debugLines.filter((l) => l.includes('plain http (remembered) failed (status 400)'))).toHaveLength(1);
+    expect(debugLines.some((l) => / http:\/\//.test(l) && !l.includes('remembered'))).toBe(false);
+    // credentials are read only after the challenge, which came over TLS: the guess was gone by then
+    expect(plainRequests.length).toBeGreaterThan(0);
+    expect(plainRequests.every((l) => l.endsWith('the guess undefined'))).toBe(true);
+    expect(remembered.size).toBe(0);
   });
 
   it('sends a `$` user and a password with `:` as Basic, and says when credentials are missing or wrong', async () => {

@@ -218,7 +218,9 @@ describe('blob downloads', () => {
     await newClient().pull(`${proxy.host}/faults/app:1`, sink);
     expect(sink.blobs.get(layer.digest)?.equals(img.blobs.get(layer.digest)!)).toBe(true);
     const gets = proxy.requests.filter((r) => r.url.includes(layer.digest));
-    expect(gets.map((r) => r.status)).toEqual([undefined, 206, 200]);
+    // The client may drop the wrong 206 before its body is all sent: its head status says it came.
+    expect(gets.map((r) => r.headStatus)).toEqual([200, 206, 200]);
+    expect([gets[0]!.status, gets[2]!.status]).toEqual([undefined, 200]);
     expect(gets[2]!.headers.range).toBeUndefined();
   });
 

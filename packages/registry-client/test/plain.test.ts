@@ -1,7 +1,10 @@
 /** Push, pull, copy, tags, delete and referrers against a real plain-http docker-registry. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isUnsupported, MediaType, parseReference, sha256Of } from '@mybuild/oci';
-import { type ProgressEvent, RegistryClient } from '@mybuild/registry-client';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileSchemeMemo, type ProgressEvent, RegistryClient } from '@mybuild/registry-client';
 import { startFaultProxy, type FaultProxy } from '../../../fixtures/src/fault-proxy.js';
 import { startRegistry, type TestRegistry } from '../../../fixtures/src/registry.js';
 import { makeImage, makeIndex, MemoryStore } from './helpers.js';
@@ -127,6 +130,35 @@ describe('protocol probe', () => {
       fresh.close();
     }
     expect(lines.filter((l) => l.includes('does not speak TLS'))).toHaveLength(2);
+  });
+
+  it('with a scheme memo (a file), the next client starts in plain http: no TLS attempt', async () => {
+    const img = makeImage({ layers: [1000, 2000] });
+    await client.push(MemoryStore.of(img), img.manifestBytes, `${reg.host}/team/memo:1`);
+    const dir = mkdtempSync(join(tmpdir(), 'mybuild-schemes-'));
+    const file = join(dir, 'sub', 'registries-http.json');
+    const run = async () => {
+      const lines: string[] = [];
+      const c = new RegistryClient({ credentials: () => Promise.resolve(undefined), debug: (l) => lines.push(l), schemes: fileSchemeMemo(file) });
+      try {
+        await c.pull(`${reg.host}/team/memo:1`, new MemoryStore());
+      } finally {
+        c.close();
+      }
+      return lines;
+    };
+    try {
+      const first = await run();
+      expect(first.filter((l) => l.includes('does not speak TLS'))).toHaveLength(1);
+      expect(JSON.parse(readFileSync(file, 'utf8')).http[reg.host]).toBeGreaterThan(Date.now() - 60_000);
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+
+      const second = await run();
+      expect(second.some((l) => l.includes('does not speak TLS') || l.includes('https://'))).toBe(false);
+      expect(second.filter((l) => l.startsWith(`GET http://${reg.host}/`)).length).toBeGreaterThan(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

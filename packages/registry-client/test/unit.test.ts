@@ -1,7 +1,10 @@
 /** Pure parts: challenge parsing, Retry-After, redaction, upload Range, Link, platforms, manifests. */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MediaType, sha256Of } from '@mybuild/oci';
-import { nextLink, normalizePlatform, parseChallenges, parseManifest, parsePlatform, parseRetryAfter, platformMatches, redact, selectManifest } from '@mybuild/registry-client';
+import { fileSchemeMemo, nextLink, normalizePlatform, parseChallenges, parseManifest, parsePlatform, parseRetryAfter, platformMatches, redact, selectManifest } from '@mybuild/registry-client';
 import { mergeScopes } from '../src/auth.js';
 import { isLoopbackHost } from '../src/context.js';
 import { describeErrorBody } from '../src/errors.js';
@@ -140,5 +143,38 @@ describe('isTransientNetworkError', () => {
     expect(isTransientNetworkError(new Error('x', { cause: err('ECONNRESET') }))).toBe(true);
     expect(isTransientNetworkError(err('ECONNREFUSED'))).toBe(false);
     expect(isTransientNetworkError(err('EHOSTUNREACH'))).toBe(false);
+  });
+});
+
+describe('fileSchemeMemo', () => {
+  it('remembers loopback hosts only, for a week, and survives a malformed file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mybuild-memo-'));
+    const file = join(dir, 'registries-http.json');
+    let now = 1_000_000_000_000;
+    try {
+      writeFileSync(file, '{"http": {"127.0.0.1:5000": "yes", "registry.example.com": 1, "localhost:1": 999999999999}}');
+      const m = fileSchemeMemo(file, () => now);
+      expect(m.get('127.0.0.1:5000')).toBeUndefined(); // not a time
+      expect(m.get('registry.example.com')).toBeUndefined(); // not loopback
+      expect(m.get('localhost:1')).toBe('http:');
+      m.set('registry.example.com', 'http:');
+      m.set('[::1]:5000', 'http:');
+      const saved = JSON.parse(readFileSync(file, 'utf8'));
+      expect(Object.keys(saved.http).sort()).toEqual(['[::1]:5000', 'localhost:1']);
+      now += 8 * 24 * 3600 * 1000;
+      expect(fileSchemeMemo(file, () => now).get('[::1]:5000')).toBeUndefined(); // older than a week
+      m.set('localhost:1', undefined);
+      expect(fileSchemeMemo(file, () => now).get('localhost:1')).toBeUndefined();
+
+      writeFileSync(file, 'not json');
+      expect(fileSchemeMemo(file).get('localhost:1')).toBeUndefined();
+      writeFileSync(file, '[1, 2]');
+      expect(fileSchemeMemo(file).get('localhost:1')).toBeUndefined();
+      // an unwritable place: no error, nothing remembered
+      const bad = fileSchemeMemo(join(file, 'under-a-file.json'));
+      expect(() => bad.set('localhost:2', 'http:')).not.toThrow();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
