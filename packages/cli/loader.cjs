@@ -46,6 +46,15 @@ function cacheDir() {
   }
 }
 
+/** Every rebuilt bundle starts new files: keep the newest MAX_FILES, delete the rest. */
+const MAX_FILES = 48;
+function prune(dir) {
+  const names = fs.readdirSync(dir).filter((n) => n.endsWith('.v8'));
+  if (names.length <= MAX_FILES) return;
+  const aged = names.map((n) => ({ n, t: fs.statSync(path.join(dir, n)).mtimeMs })).sort((a, b) => b.t - a.t);
+  for (const { n } of aged.slice(MAX_FILES)) fs.unlinkSync(path.join(dir, n));
+}
+
 let cacheFile;
 let cached;
 const dir = cacheDir();
@@ -74,6 +83,7 @@ if (cacheFile !== undefined) {
       if (!fresh && data.length < cached.length * 1.1) return;
       fs.writeFileSync(tmp, data, { mode: 0o600 });
       fs.renameSync(tmp, cacheFile);
+      prune(path.dirname(cacheFile));
     } catch {
       try {
         fs.unlinkSync(tmp);

@@ -3,7 +3,7 @@
  * command in $XDG_CACHE_HOME/mybuild/code; a cache that is bad, or in a directory others may
  * write, is never trusted.
  */
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -39,6 +39,22 @@ describe('code cache', () => {
     expect(images.code).toBe(0);
     expect(files()).toHaveLength(2);
     expect(files().some((f) => f.endsWith('-images.v8'))).toBe(true);
+  });
+
+  it('keeps the newest 48 files when it writes one (every rebuilt bundle starts new ones)', async () => {
+    mkdirSync(codeDir(), { recursive: true, mode: 0o700 });
+    chmodSync(join(home, 'cache', 'mybuild'), 0o700);
+    for (let i = 0; i < 60; i++) {
+      const f = join(codeDir(), `1-2-3-v0.0.0-x64-old${i}.v8`);
+      writeFileSync(f, 'stale');
+      utimesSync(f, 1_000_000 + i, 1_000_000 + i);
+    }
+    expect((await cli(root, ['version'], { env: { XDG_CACHE_HOME: join(home, 'cache') } })).code).toBe(0);
+    const left = files();
+    expect(left).toHaveLength(48);
+    expect(left.some((f) => f.endsWith('-version.v8'))).toBe(true);
+    expect(left).not.toContain('1-2-3-v0.0.0-x64-old0.v8'); // the oldest went first
+    expect(left).toContain('1-2-3-v0.0.0-x64-old59.v8');
   });
 
   it('a corrupt cache file is refused by V8 and made again; the command is unaffected', async () => {
