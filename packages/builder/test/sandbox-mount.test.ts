@@ -107,6 +107,24 @@ describe.skipIf(!isRoot)('rootfs mounts through mount(2)', () => {
     expect(mountsUnder(dir)).toEqual([]);
   });
 
+  it('unmounts a mount moved below the target before the target (mount tree order, not table order)', async () => {
+    const base = join(dir, 'mv');
+    mkdirSync(base);
+    execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', base]);
+    execFileSync('mount', ['--make-rprivate', base]); // a mount under a shared one cannot move
+    for (const d of ['elsewhere', 'root']) mkdirSync(join(base, d));
+    mkdirSync(join(dir, 'src', 'moved'));
+    execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', join(base, 'elsewhere')]); // mounted first: the lower id
+    const root = join(base, 'root');
+    await mountAll([{ type: 'bind', source: join(dir, 'src'), options: ['rbind', 'rw'] }], root);
+    execFileSync('mount', ['--move', join(base, 'elsewhere'), join(root, 'moved')]);
+    expect(mountsUnder(root)).toHaveLength(2);
+    const started = Date.now();
+    await unmount(root);
+    expect(mountsUnder(root)).toEqual([]);
+    expect(Date.now() - started).toBeLessThan(500); // no EBUSY retries
+  });
+
   it('the addon checks its arguments before any system call', async () => {
     const s = sys();
     expect(() => s.mount('overlay', '', 'overlay', 0, '')).toThrow(TypeError);

@@ -55,25 +55,55 @@ export async function mountAll(mounts: Mount[], target: string): Promise<void> {
   }
 }
 
-/** Mount points of this mount namespace, in /proc/self/mountinfo order (parents before children). */
-function mountPoints(): string[] {
+interface MountEntry {
+  id: number;
+  parent: number;
+  point: string;
+}
+
+/** The mounts of this mount namespace (/proc/self/mountinfo: id, parent id, mount point unescaped). */
+function mountTable(): MountEntry[] {
   return readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
     .filter((l) => l !== '')
-    .map((l) => (l.split(' ')[4] ?? '').replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+    .map((l) => {
+      const f = l.split(' ');
+      return { id: Number(f[0]), parent: Number(f[1]), point: (f[4] ?? '').replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))) };
+    });
 }
 
 /** Whether something is mounted exactly at `path` (in this mount namespace). */
 export function isMountPoint(path: string): boolean {
-  return mountPoints().includes(path);
+  return mountTable().some((m) => m.point === path);
 }
 
-/** The mounts at and below `target`, the last mounted first (the order `umount -R` takes). */
+/**
+ * The mounts at and below `target`, children before their parents (by the mount tree, not the
+ * table's order: a mount moved below the target is listed after it), so each unmount finds
+ * nothing mounted on it. A mount stacked on another at the same point is its child.
+ */
 function mountsFrom(target: string): string[] {
   const below = target.endsWith('/') ? target : `${target}/`;
-  return mountPoints()
-    .filter((p) => p === target || p.startsWith(below))
-    .reverse();
+  const picked = mountTable().filter((m) => m.point === target || m.point.startsWith(below));
+  const byId = new Map(picked.map((m) => [m.id, m]));
+  const depth = (m: MountEntry): number => {
+    let d = 0;
+    for (let p = byId.get(m.parent); p !== undefined && d < picked.length; p = byId.get(p.parent)) d++;
+    return d;
+  };
+  return picked
+    .map((m) => ({ m, d: depth(m) }))
+    .sort((a, b) => b.d - a.d || b.m.id - a.m.id)
+    .map(({ m }) => m.point);
+}
+
+/** umount2, where a mount gone meanwhile (EINVAL: not a mount point, ENOENT) is no failure. */
+async function umountOne(point: string, flags: number): Promise<void> {
+  await sys()
+    .umount(point, flags)
+    .catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EINVAL' && err.code !== 'ENOENT') throw err;
+    });
 }
 
 /**
@@ -87,13 +117,7 @@ export async function unmount(target: string): Promise<void> {
     const points = mountsFrom(target);
     if (!points.includes(target)) return;
     try {
-      for (const p of points) {
-        await sys()
-          .umount(p, 0)
-          .catch((err: NodeJS.ErrnoException) => {
-            if (err.code !== 'EINVAL' && err.code !== 'ENOENT') throw err; // gone meanwhile
-          });
-      }
+      for (const p of points) await umountOne(p, 0);
     } catch (err) {
       last = err;
       await new Promise((r) => setTimeout(r, 20 * (i + 1)));
@@ -101,7 +125,7 @@ export async function unmount(target: string): Promise<void> {
   }
   if (!isMountPoint(target)) return;
   try {
-    for (const p of mountsFrom(target)) await sys().umount(p, MNT_DETACH);
+    for (const p of mountsFrom(target)) await umountOne(p, MNT_DETACH);
   } catch (err) {
     throw new MyBuildError('INTERNAL', `unmounting ${target} failed: ${(err as Error).message}`, { cause: last ?? err });
   }
