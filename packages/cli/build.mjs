@@ -3,7 +3,7 @@
 // which compiles it with V8's code cache; dist/mybuild.mjs is the same for `import`. Copies the
 // native addon beside it.
 import { build } from 'esbuild';
-import { chmodSync, copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,7 +22,8 @@ const result = await build({
   sourcemap: 'linked',
   // import.meta.url (the addon's and zstd-napi's location) is the bundle's own URL
   define: { 'import.meta.url': '__mybuildUrl' },
-  banner: { js: "const __mybuildUrl = require('node:url').pathToFileURL(__filename).href;" },
+  // 'use strict' first: esbuild puts its own after the banner, where it is no directive
+  banner: { js: "'use strict';\nconst __mybuildUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
   metafile: true,
 });
@@ -32,6 +33,7 @@ for (const [file, out] of Object.entries(result.metafile.outputs)) {
     if (imp.kind === 'dynamic-import') throw new Error(`${file}: dynamic import of ${imp.path} left in the bundle: use a static import or require`);
   }
 }
+if (!readFileSync(join(dist, 'mybuild.bundle.cjs'), 'utf8').startsWith("'use strict';\n")) throw new Error('the bundle does not start in strict mode');
 copyFileSync(join(here, 'loader.cjs'), join(dist, 'mybuild.cjs'));
 writeFileSync(join(dist, 'mybuild.mjs'), "#!/usr/bin/env node\nimport './mybuild.cjs';\n");
 chmodSync(join(dist, 'mybuild.cjs'), 0o755);

@@ -4,10 +4,11 @@
 // otherwise spends 10-45 ms compiling its JavaScript again (Node 20 has no module compile
 // cache). The cache of a command is what V8 compiled during its first run, kept per user in
 // $XDG_CACHE_HOME/mybuild/code (default ~/.cache/mybuild/code), a directory only that user may
-// write (checked on every run: compiled code is trusted like the bundle itself); a file is named
-// after the bundle's size, time and inode, the Node version and the command, so a rebuilt bundle
-// or another Node never meets an old cache (V8 also refuses one made by another version or other
-// flags, and then it is made again). MYBUILD_CODE_CACHE=0 turns it off.
+// write, nor any directory above it (checked on every run: compiled code is trusted like the
+// bundle itself); a file is named after the bundle's identity (size, times, device and inode),
+// the Node version and the command, so a rebuilt bundle or another Node never meets an old
+// cache (V8 also refuses one made by another version or other flags, and then it is made
+// again). MYBUILD_CODE_CACHE=0 turns it off.
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -21,10 +22,26 @@ const source = fs.readFileSync(bundle, 'utf8');
 function commandName(argv) {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === '--root' || a === '--progress') i++;
+    if (a === '--root' || a === '--progress' || a === '--insecure-registry') i++;
     else if (!a.startsWith('-')) return /^[a-z]{1,16}$/.test(a) ? a : 'other';
   }
   return 'none';
+}
+
+const uid = typeof process.getuid === 'function' ? process.getuid() : -1;
+
+/**
+ * Whether nobody but this user (and root) can change what `dir` holds: it and every directory
+ * above it belong to this user or root and are writable by nobody else — except sticky ones
+ * owned by root (/tmp), where others cannot rename or remove what is not theirs.
+ */
+function trusted(dir) {
+  for (let d = dir; ; d = path.dirname(d)) {
+    const st = fs.lstatSync(d);
+    if (!st.isDirectory() || (st.uid !== uid && st.uid !== 0)) return false;
+    if ((st.mode & 0o022) !== 0 && !(d !== dir && st.uid === 0 && (st.mode & 0o1000) !== 0)) return false;
+    if (d === path.dirname(d)) return true;
+  }
 }
 
 /** This user's cache directory, made if missing; undefined when it is not safe or not wanted. */
@@ -35,23 +52,40 @@ function cacheDir() {
   const dir = path.join(base, 'mybuild', 'code');
   try {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const uid = typeof process.getuid === 'function' ? process.getuid() : -1;
-    for (const d of [path.dirname(dir), dir]) {
-      const st = fs.lstatSync(d);
-      if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o022) !== 0) return undefined;
-    }
-    return dir;
+    const st = fs.lstatSync(dir);
+    if (st.uid !== uid || (st.mode & 0o077) !== 0) return undefined;
+    return trusted(dir) ? dir : undefined;
   } catch {
     return undefined;
   }
 }
 
-/** Every rebuilt bundle starts new files: keep the newest MAX_FILES, delete the rest. */
+/** The cache file's bytes, when it is a regular file of this user's that only this user may write. */
+function readCache(file) {
+  let fd;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.uid !== uid || (st.mode & 0o022) !== 0 || st.size > 64 << 20) return undefined;
+    return fs.readFileSync(fd);
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/** Every rebuilt bundle starts new files: keep the newest MAX_FILES, and no leftover tmp file older than an hour. */
 const MAX_FILES = 48;
 function prune(dir) {
-  const names = fs.readdirSync(dir).filter((n) => n.endsWith('.v8'));
-  if (names.length <= MAX_FILES) return;
-  const aged = names.map((n) => ({ n, t: fs.statSync(path.join(dir, n)).mtimeMs })).sort((a, b) => b.t - a.t);
+  const names = fs.readdirSync(dir);
+  for (const n of names.filter((x) => x.endsWith('.tmp'))) {
+    const p = path.join(dir, n);
+    if (Date.now() - fs.lstatSync(p).mtimeMs > 3600e3) fs.unlinkSync(p);
+  }
+  const caches = names.filter((n) => n.endsWith('.v8'));
+  if (caches.length <= MAX_FILES) return;
+  const aged = caches.map((n) => ({ n, t: fs.lstatSync(path.join(dir, n)).mtimeMs })).sort((a, b) => b.t - a.t);
   for (const { n } of aged.slice(MAX_FILES)) fs.unlinkSync(path.join(dir, n));
 }
 
@@ -59,14 +93,12 @@ let cacheFile;
 let cached;
 const dir = cacheDir();
 if (dir !== undefined) {
+  // V8 checks only the source's length against a cache: the file's identity and every change
+  // to it (ctime moves on any write, and cannot be set back) are in the name.
   const st = fs.statSync(bundle);
-  const id = [st.size, Math.trunc(st.mtimeMs), st.ino, process.version, process.arch, commandName(process.argv.slice(2))].join('-');
+  const id = [st.size, Math.trunc(st.mtimeMs), Math.trunc(st.ctimeMs), st.dev, st.ino, process.version, process.arch, commandName(process.argv.slice(2))].join('-');
   cacheFile = path.join(dir, `${id}.v8`);
-  try {
-    cached = fs.readFileSync(cacheFile);
-  } catch {
-    cached = undefined;
-  }
+  cached = readCache(cacheFile);
 }
 
 const script = new vm.Script(Module.wrap(source), { filename: bundle, ...(cached ? { cachedData: cached } : {}) });
@@ -81,7 +113,7 @@ if (cacheFile !== undefined) {
     try {
       const data = script.createCachedData();
       if (!fresh && data.length < cached.length * 1.1) return;
-      fs.writeFileSync(tmp, data, { mode: 0o600 });
+      fs.writeFileSync(tmp, data, { mode: 0o600, flag: 'wx' }); // never through a link planted there
       fs.renameSync(tmp, cacheFile);
       prune(path.dirname(cacheFile));
     } catch {

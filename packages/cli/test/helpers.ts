@@ -7,6 +7,11 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 export const CLI = fileURLToPath(new URL('../dist/mybuild.cjs', import.meta.url));
+/**
+ * The CLI's cache directory in tests (its code cache, the plain-http registry memo): under the
+ * checkout's .cache/, not the user's ~/.cache (the tests start registries on many ports).
+ */
+export const TEST_XDG_CACHE = fileURLToPath(new URL('../../../.cache/test-xdg-cache', import.meta.url));
 export const execFileP = promisify(execFile);
 
 export interface CliResult {
@@ -20,7 +25,7 @@ export function cli(root: string, args: string[], opts: { input?: Buffer; env?: 
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run 'make build' first`);
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, '--root', root, ...args], {
-      env: { ...process.env, MYBUILD_PROGRESS: 'plain', ...opts.env },
+      env: { ...process.env, MYBUILD_PROGRESS: 'plain', XDG_CACHE_HOME: TEST_XDG_CACHE, ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     const out: Buffer[] = [];

@@ -3,7 +3,7 @@
  * command in $XDG_CACHE_HOME/mybuild/code; a cache that is bad, or in a directory others may
  * write, is never trusted.
  */
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -25,7 +25,7 @@ describe('code cache', () => {
     const env = { XDG_CACHE_HOME: join(home, 'cache') };
     const first = await cli(root, ['version'], { env });
     expect(first.code).toBe(0);
-    expect(files()).toEqual([expect.stringMatching(/^\d+-\d+-\d+-v\d+\.\d+\.\d+-[a-z0-9]+-version\.v8$/)]);
+    expect(files()).toEqual([expect.stringMatching(/^\d+(-\d+){4}-v\d+\.\d+\.\d+-[a-z0-9]+-version\.v8$/)]);
     const file = join(codeDir(), files()[0]!);
     expect(statSync(file).mode & 0o777).toBe(0o600);
     expect(statSync(codeDir()).mode & 0o777).toBe(0o700);
@@ -57,6 +57,27 @@ describe('code cache', () => {
     expect(left).toContain('1-2-3-v0.0.0-x64-old59.v8');
   });
 
+  it('does not read a cache file that is a symlink, or that others may write', async () => {
+    const env = { XDG_CACHE_HOME: join(home, 'cache') };
+    await cli(root, ['version'], { env });
+    const name = files()[0]!;
+    const file = join(codeDir(), name);
+    const real = join(home, 'elsewhere.v8');
+    renameSync(file, real);
+    writeFileSync(real, 'not what the link points to');
+    symlinkSync(real, file);
+    await cli(root, ['version'], { env });
+    // not read through the link; the new cache replaced the link, not the file it named
+    expect(readFileSync(real, 'utf8')).toBe('not what the link points to');
+    expect(lstatSync(file).isFile()).toBe(true);
+    expect(readdirSync(codeDir()).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+    chmodSync(file, 0o666);
+    const before = statSync(file).mtimeMs;
+    await cli(root, ['version'], { env });
+    expect(statSync(file).mtimeMs).toBeGreaterThan(before); // refused, so made again
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+  });
+
   it('a corrupt cache file is refused by V8 and made again; the command is unaffected', async () => {
     const env = { XDG_CACHE_HOME: join(home, 'cache') };
     const good = await cli(root, ['version'], { env });
@@ -78,6 +99,12 @@ describe('code cache', () => {
     expect(files()).toEqual([]);
 
     chmodSync(join(home, 'cache', 'mybuild'), 0o700);
+    chmodSync(join(home, 'cache', 'mybuild', 'code'), 0o700);
+    chmodSync(join(home, 'cache'), 0o777); // a directory above it that others may write
+    expect((await cli(root, ['version'], { env })).code).toBe(0);
+    expect(files()).toEqual([]);
+    chmodSync(join(home, 'cache'), 0o755);
+
     const off = await cli(root, ['version'], { env: { ...env, MYBUILD_CODE_CACHE: '0' } });
     expect(off.code).toBe(0);
     expect(files()).toEqual([]);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { createWriteStream } from 'node:fs';
-import { CLI, cli, ok, run, tempDir } from './helpers.js';
+import { CLI, TEST_XDG_CACHE, cli, ok, run, tempDir } from './helpers.js';
 import { makeUmociImages, skopeoCopy, skopeoInspect } from './images.js';
 import { describeTree } from './tree.js';
 
@@ -158,7 +158,7 @@ describe('crash safety and concurrency', () => {
     await skopeoCopy(`oci:${bigLayout}:full`, `docker-archive:${archive}:big:1`);
     const root = join(t.dir, 'root-crash');
     await ok(root, ['images']);
-    const child = spawn(process.execPath, [CLI, '--root', root, 'load', '-i', archive], { stdio: 'ignore' });
+    const child = spawn(process.execPath, [CLI, '--root', root, 'load', '-i', archive], { stdio: 'ignore', env: { ...process.env, XDG_CACHE_HOME: TEST_XDG_CACHE } });
     // wait until the large layer is being ingested, then kill
     const ingest = join(root, 'ingest');
     const deadline = Date.now() + 30_000;

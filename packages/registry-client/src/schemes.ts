@@ -34,7 +34,7 @@ export function fileSchemeMemo(file: string, now: () => number = Date.now): Sche
     const tmp = `${file}.${process.pid}.tmp`;
     try {
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-      writeFileSync(tmp, `${JSON.stringify({ http: Object.fromEntries(newest) })}\n`, { mode: 0o600 });
+      writeFileSync(tmp, `${JSON.stringify({ http: Object.fromEntries(newest) })}\n`, { mode: 0o600, flag: 'wx' });
       renameSync(tmp, file);
     } catch {
       try {
