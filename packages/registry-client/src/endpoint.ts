@@ -6,7 +6,7 @@
 import type { Readable } from 'node:stream';
 import { errnoCode, MyBuildError } from '@mybuild/oci';
 import { Authenticator } from './auth.js';
-import { type ClientContext, isLoopbackHost } from './context.js';
+import { type ClientContext, isLoopbackHost, type SchemeMemo } from './context.js';
 import { codeForStatus, describeErrorBody, plainError, RegistryError, redactUrl } from './errors.js';
 import { discard, header, type Method, type RawResponse, readSome, type Timeouts } from './http.js';
 import { backoffMs, isRetryableStatus, isTransientNetworkError, parseRetryAfter } from './retry.js';
@@ -76,17 +76,28 @@ export class Endpoint {
     this.auth = new Authenticator(host, ctx);
     this.#probe = protocol === undefined && (ctx.isInsecure(host) || isLoopbackHost(host));
     this.#protocol = protocol ?? (this.#probe ? undefined : 'https:');
-    if (this.#probe && isLoopbackHost(host) && ctx.schemes?.get(host) === 'http:') this.#guess = 'http:';
+    if (this.#probe && isLoopbackHost(host) && this.#memo((m) => m.get(host)) === 'http:') this.#guess = 'http:';
   }
 
   get baseUrl(): string {
     return `${this.#protocol ?? this.#guess ?? 'https:'}//${this.host}`;
   }
 
+  /** A call on the scheme memo; one that fails (a caller's own memo) counts as not remembered. */
+  #memo<T>(call: (m: SchemeMemo) => T): T | undefined {
+    if (!this.#ctx.schemes) return undefined;
+    try {
+      return call(this.#ctx.schemes);
+    } catch (err) {
+      this.#ctx.debug(`scheme memo: ${(err as Error).message}`);
+      return undefined;
+    }
+  }
+
   /** The remembered plain http did not answer as a registry: forget it, probe from https. */
   #dropGuess(url: URL, why: string): URL {
     this.#guess = undefined;
-    this.#ctx.schemes?.set(this.host, undefined);
+    this.#memo((m) => m.set(this.host, undefined));
     this.#ctx.debug(`${this.host}: plain http (remembered) failed (${why}): trying https`);
     const next = new URL(url);
     next.protocol = 'https:';
@@ -197,7 +208,7 @@ export class Endpoint {
         if (own && this.#probe && this.#protocol !== 'https:' && url.protocol === 'https:' && isTlsProtocolError(err)) {
           // An insecure or loopback registry that does not speak TLS: use plain http from now on.
           this.#protocol = 'http:';
-          if (isLoopbackHost(this.host)) this.#ctx.schemes?.set(this.host, 'http:');
+          if (isLoopbackHost(this.host)) this.#memo((m) => m.set(this.host, 'http:'));
           this.#ctx.debug(`${this.host} does not speak TLS: using http`);
           url = new URL(url);
           url.protocol = 'http:';
@@ -208,10 +219,12 @@ export class Endpoint {
         endProbe?.();
         throw err;
       }
-      if (own && this.#protocol === undefined && this.#guess !== undefined && url.protocol === 'http:' && res.status === 400 && header(res, 'docker-distribution-api-version') === undefined) {
-        // Most likely a TLS server's answer to plain http ("Client sent an HTTP request to an HTTPS server").
+      if (own && this.#protocol === undefined && this.#guess !== undefined && url.protocol === 'http:' && (REDIRECTS.has(res.status) || header(res, 'docker-distribution-api-version') === undefined)) {
+        // Only a registry's own answer confirms the guess: a TLS server answers plain http with a
+        // 400 ("Client sent an HTTP request to an HTTPS server") or a redirect to https, and
+        // following that would leave this client on plain http for requests with credentials.
         discard(res);
-        url = this.#dropGuess(url, 'status 400');
+        url = this.#dropGuess(url, `status ${res.status}`);
         hops--;
         continue;
       }

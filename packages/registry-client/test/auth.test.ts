@@ -3,13 +3,17 @@
  * insecure), client certificates, and Bearer tokens from the fixture token server (anonymous
  * pulls, scoped pushes, OAuth2 POST and GET fallbacks, identity tokens, expiry, invalid_token).
  */
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isUnauthorized } from '@mybuild/oci';
 import { RegistryClient, type RegistryClientOptions, type SchemeMemo, staticCredentials } from '@mybuild/registry-client';
 import { type FaultProxy, startFaultProxy } from '../../../fixtures/src/fault-proxy.js';
+import { createCa } from '../../../fixtures/src/pki.js';
 import { startRegistry, type TestRegistry } from '../../../fixtures/src/registry.js';
 import { startTokenServer, type TokenServer } from '../../../fixtures/src/token-server.js';
 import { makeImage, MemoryStore } from './helpers.js';
@@ -113,6 +117,47 @@ describe('TLS and Basic auth (htpasswd)', () => {
     expect(plainRequests.length).toBeGreaterThan(0);
     expect(plainRequests.every((l) => l.endsWith('the guess undefined'))).toBe(true);
     expect(remembered.size).toBe(0);
+  });
+
+  it('a remembered plain http is not confirmed by a redirect to https (a TLS port answering plain http with 308)', async () => {
+    // One port speaking both (as Caddy's http_redirect or a multiplexer does): plain http is
+    // always redirected to https; only the TLS side is the registry (Basic auth).
+    mkdirSync(join(tmp, 'mux-ca'));
+    const pair = createCa(join(tmp, 'mux-ca')).issue('mux', 'server');
+    const plainSeen: string[] = [];
+    let port = 0;
+    const plain = http.createServer((req, res) => {
+      plainSeen.push(`${req.method} ${req.url} authorization=${req.headers.authorization ?? '-'}`);
+      res.writeHead(308, { location: `https://127.0.0.1:${port}${req.url}` }).end();
+    });
+    const tls = https.createServer({ key: readFileSync(pair.key), cert: readFileSync(pair.cert) }, (req, res) => {
+      const h = { 'docker-distribution-api-version': 'registry/2.0' };
+      if (req.headers.authorization !== `Basic ${Buffer.from('u:secret').toString('base64')}`) res.writeHead(401, { ...h, 'www-authenticate': 'Basic realm="r"' }).end();
+      else res.writeHead(200, { ...h, 'content-type': 'application/json' }).end('{}');
+    });
+    const front = net.createServer((sock) => {
+      sock.once('data', (first) => {
+        const to = net.connect(((first[0] === 0x16 ? tls : plain).address() as net.AddressInfo).port, '127.0.0.1');
+        to.write(first);
+        sock.pipe(to).pipe(sock);
+        sock.on('error', () => to.destroy());
+        to.on('error', () => sock.destroy());
+      });
+    });
+    for (const srv of [plain, tls, front]) await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    port = (front.address() as net.AddressInfo).port;
+    const host = `127.0.0.1:${port}`;
+    const remembered = new Map<string, 'http:'>([[host, 'http:']]);
+    try {
+      const c = client({ insecure: [host], schemes: { get: (h) => remembered.get(h), set: (h, p) => void (p ? remembered.set(h, p) : remembered.delete(h)) } });
+      await c.checkLogin(host, { username: 'u', password: 'secret' });
+      expect(plainSeen).toHaveLength(1); // the guess, anonymous; never a request with credentials
+      expect(plainSeen[0]).toMatch(/authorization=-$/);
+      expect(debugLines.some((l) => l.includes('plain http (remembered) failed (status 308)'))).toBe(true);
+      expect(remembered.size).toBe(0);
+    } finally {
+      for (const srv of [front, plain, tls]) srv.close();
+    }
   });
 
   it('sends a `$` user and a password with `:` as Basic, and says when credentials are missing or wrong', async () => {
