@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 MYBUILD_CLI="${MYBUILD_CLI:-packages/cli/dist/mybuild.cjs}"
-if [ ! -f node "$MYBUILD_CLI" ]; then
+if [ ! -f "$MYBUILD_CLI" ]; then
   echo "demo: error: $MYBUILD_CLI is missing (the build should have made it: make build)" >&2
   exit 1
 fi
