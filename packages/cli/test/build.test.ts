@@ -63,6 +63,28 @@ describe.skipIf(!canBuild)('mybuild build', () => {
     await ok(root, ['inspect', 'cli-app:prune']);
   });
 
+  test('prune -a drops the build cache and what only it kept; tagged images stay whole', async () => {
+    const args = ['build', '--progress', 'plain', '-t', 'cli-app:all', '--build-arg', 'WHO=all', ctx];
+    expect((await cli(root, args)).code).toBe(0);
+    const kept = await cli(root, ['build', '--progress', 'plain', '-t', 'cli-app:kept', '--build-arg', 'WHO=kept', ctx]);
+    expect(kept.code, kept.stderr).toBe(0);
+    await ok(root, ['rmi', 'cli-app:all']);
+    const out = JSON.parse(await ok(root, ['prune', '-a', '--format', 'json'])) as { blobsRemoved: number; snapshotsRemoved: number; buildCacheRecordsRemoved: number };
+    expect(out.buildCacheRecordsRemoved).toBeGreaterThan(0);
+    expect(out.blobsRemoved).toBeGreaterThan(0); // cli-app:all's own layers, kept by its cache records until now
+    expect(existsSync(join(root, 'cache', 'build'))).toBe(false);
+    // the image still tagged is whole: its layers unpack
+    const dest = join(t.dir, 'unpacked-kept');
+    await ok(root, ['unpack', 'cli-app:kept', dest]);
+    expect(readFileSync(join(dest, 'app', 'main.sh'), 'utf8')).toBe('echo "hello from the image"\n');
+    // and nothing is CACHED any more: the steps run again
+    const again = await cli(root, args);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr.match(/CACHED/g)?.length ?? 0).toBeLessThanOrEqual(1); // the FROM only
+    expect(again.stderr).toMatch(/#\d+ +\d+\.\d building for all\n/);
+    expect(await ok(root, ['prune', '-a'])).toMatch(/^Deleted \d+ blobs, \d+ snapshots, \d+ ingests, \d+ build cache records\n/);
+  });
+
   test('push of a built image compresses its layers (gzip) as docker push does; the pushed digest reads back', async () => {
     const reg = await startRegistry();
     try {

@@ -14,7 +14,7 @@
  * root: `prune` keeps those blobs and, through that manifest's config, their snapshots.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Descriptor, type Digest, MediaType, errnoCode, isDigest } from '@mybuild/oci';
 import { type ContentStore, type StorePaths, putJsonBlob, writeFileAtomic } from '@mybuild/layer-store';
@@ -118,6 +118,25 @@ export class BuildCache {
     await mkdir(join(this.#paths.cache, 'compressed'), { recursive: true });
     await writeFileAtomic(this.#compressedFile(diffId, compression), JSON.stringify({ v: VERSION, diffId, desc } satisfies CompressedRecord));
   }
+}
+
+/**
+ * Drop the whole build cache (`prune --all`): step records, compressed-layer records, the
+ * contexts' stat caches and `RUN --mount=type=cache` directories. Call it under the store's
+ * exclusive GC lock (prune's `extraRoots` runs there), where no build holds a lease; the blobs
+ * and snapshots it kept are then collected by the same prune. Returns the records removed.
+ */
+export function dropBuildCache(paths: StorePaths): number {
+  let records = 0;
+  for (const dir of ['build', 'compressed']) {
+    try {
+      records += readdirSync(join(paths.cache, dir)).filter((n) => n.endsWith('.json')).length;
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    }
+  }
+  for (const dir of ['build', 'compressed', 'context', 'mounts']) rmSync(join(paths.cache, dir), { recursive: true, force: true });
+  return records;
 }
 
 /**

@@ -6,7 +6,7 @@
 export { build } from './build.js';
 export type { BuildEvent, BuildOptions, BuildResult, LayerRef, SecretSource } from './types.js';
 export { BuildStepError } from './errors.js';
-export { cacheRoots, cacheKey, BuildCache, type CacheRecord } from './cache.js';
+export { cacheRoots, cacheKey, dropBuildCache, BuildCache, type CacheRecord } from './cache.js';
 export { StatCache } from './statCache.js';
 export { goMatch } from './gomatch.js';
 export { createProgressPrinter, type ProgressPrinter, type ProgressUiMode } from './progressui.js';
