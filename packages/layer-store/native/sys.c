@@ -53,19 +53,25 @@ static const char *errno_name(int e) {
   }
 }
 
-static napi_value throw_errno(napi_env env, int e, const char *syscall, const char *path) {
+// An Error for errno `e`: message "ENAME: text, syscall 'path'" (no path part when path is NULL),
+// with `code` (the errno name), `errno` (negative, as Node's) and `syscall` set.
+static napi_value errno_error(napi_env env, int e, const char *syscall, const char *path) {
   char msg[PATH_MAX_LEN + 128];
-  snprintf(msg, sizeof msg, "%s: %s, %s '%s'", errno_name(e), strerror(e), syscall, path ? path : "");
-  napi_value m, code, err, num;
+  if (path) snprintf(msg, sizeof msg, "%s: %s, %s '%s'", errno_name(e), strerror(e), syscall, path);
+  else snprintf(msg, sizeof msg, "%s: %s, %s", errno_name(e), strerror(e), syscall);
+  napi_value m, code, err, num, sc;
   napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
   napi_create_string_utf8(env, errno_name(e), NAPI_AUTO_LENGTH, &code);
   napi_create_error(env, code, m, &err);
   napi_create_int32(env, -e, &num);
   napi_set_named_property(env, err, "errno", num);
-  napi_value sc;
   napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sc);
   napi_set_named_property(env, err, "syscall", sc);
-  napi_throw(env, err);
+  return err;
+}
+
+static napi_value throw_errno(napi_env env, int e, const char *syscall, const char *path) {
+  napi_throw(env, errno_error(env, e, syscall, path ? path : ""));
   return NULL;
 }
 
@@ -488,20 +494,8 @@ static void append_complete(napi_env env, napi_status status, void *data) {
   }
   if (--a->pending > 0) return;
   a->h->busy = 0;
-  if (status != napi_ok && a->err == 0) {
-    a->err = EIO;
-    a->syscall = "append";
-  }
   if (a->err != 0) {
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s: %s, %s", errno_name(a->err), strerror(a->err), a->syscall);
-    napi_value m, code, err, num;
-    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
-    napi_create_string_utf8(env, errno_name(a->err), NAPI_AUTO_LENGTH, &code);
-    napi_create_error(env, code, m, &err);
-    napi_create_int32(env, -a->err, &num);
-    napi_set_named_property(env, err, "errno", num);
-    napi_reject_deferred(env, a->deferred, err);
+    napi_reject_deferred(env, a->deferred, errno_error(env, a->err, a->syscall, NULL));
   } else {
     napi_value n;
     napi_create_double(env, (double)a->written, &n);
@@ -802,18 +796,7 @@ static void mount_complete(napi_env env, napi_status status, void *data) {
     napi_get_undefined(env, &u);
     napi_resolve_deferred(env, m->deferred, u);
   } else {
-    char msg[PATH_MAX_LEN + 128];
-    const char *syscall = m->umount ? "umount2" : "mount";
-    snprintf(msg, sizeof msg, "%s: %s, %s '%s'", errno_name(m->err), strerror(m->err), syscall, m->target);
-    napi_value text, code, err, num, sc;
-    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
-    napi_create_string_utf8(env, errno_name(m->err), NAPI_AUTO_LENGTH, &code);
-    napi_create_error(env, code, text, &err);
-    napi_create_int32(env, -m->err, &num);
-    napi_set_named_property(env, err, "errno", num);
-    napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sc);
-    napi_set_named_property(env, err, "syscall", sc);
-    napi_reject_deferred(env, m->deferred, err);
+    napi_reject_deferred(env, m->deferred, errno_error(env, m->err, m->umount ? "umount2" : "mount", m->target));
   }
   napi_delete_async_work(env, m->work);
   free(m);
@@ -828,6 +811,13 @@ static napi_value queue_mount(napi_env env, mount_op_t *m) {
   return promise;
 }
 
+static mount_op_t *new_mount_op(napi_env env, int umount) {
+  mount_op_t *m = calloc(1, sizeof *m);
+  if (!m) napi_throw_error(env, NULL, "out of memory");
+  else m->umount = umount;
+  return m;
+}
+
 static int get_flags(napi_env env, napi_value v, unsigned long *out) {
   double d;
   if (napi_get_value_double(env, v, &d) != napi_ok || d < 0 || d > 4294967295.0 || d != (double)(unsigned long)d) return -1;
@@ -839,11 +829,8 @@ static int get_flags(napi_env env, napi_value v, unsigned long *out) {
 // '' for source, fstype or data passes NULL. Rejects with the errno name as `code`.
 static napi_value js_mount(napi_env env, napi_callback_info info) {
   ARGS(5);
-  mount_op_t *m = calloc(1, sizeof *m);
-  if (!m) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
+  mount_op_t *m = new_mount_op(env, 0);
+  if (!m) return NULL;
   if (get_string(env, argv[0], m->source, sizeof m->source) != 0 || get_string(env, argv[1], m->target, sizeof m->target) != 0 || m->target[0] == 0) {
     free(m);
     TYPE_ERROR("source and target must be strings of < 4096 bytes without NUL (target not empty)");
@@ -866,12 +853,8 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
 // umount(target, flags) -> Promise<void>: umount2(2) on the thread pool.
 static napi_value js_umount(napi_env env, napi_callback_info info) {
   ARGS(2);
-  mount_op_t *m = calloc(1, sizeof *m);
-  if (!m) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
-  m->umount = 1;
+  mount_op_t *m = new_mount_op(env, 1);
+  if (!m) return NULL;
   if (get_string(env, argv[0], m->target, sizeof m->target) != 0 || m->target[0] == 0) {
     free(m);
     TYPE_ERROR("target must be a non-empty string of < 4096 bytes without NUL");
