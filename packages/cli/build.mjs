@@ -34,6 +34,16 @@ for (const [file, out] of Object.entries(result.metafile.outputs)) {
   }
 }
 if (!readFileSync(join(dist, 'mybuild.bundle.cjs'), 'utf8').startsWith("'use strict';\n")) throw new Error('the bundle does not start in strict mode');
+// The cache directory's trust rules, for the loader (which runs before the bundle) from the same source.
+await build({
+  entryPoints: [join(here, 'src', 'cachedir.ts')],
+  outfile: join(dist, 'cachedir.cjs'),
+  bundle: true,
+  format: 'cjs',
+  platform: 'node',
+  target: 'node20',
+  logLevel: 'warning',
+});
 copyFileSync(join(here, 'loader.cjs'), join(dist, 'mybuild.cjs'));
 writeFileSync(join(dist, 'mybuild.mjs'), "#!/usr/bin/env node\nimport './mybuild.cjs';\n");
 chmodSync(join(dist, 'mybuild.cjs'), 0o755);

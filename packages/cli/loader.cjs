@@ -4,8 +4,8 @@
 // otherwise spends 10-45 ms compiling its JavaScript again (Node 20 has no module compile
 // cache). The cache of a command is what V8 compiled during its first run, kept per user in
 // $XDG_CACHE_HOME/mybuild/code (default ~/.cache/mybuild/code), a directory only that user may
-// write, nor any directory above it (checked on every run: compiled code is trusted like the
-// bundle itself); a file is named after the bundle's identity (size, times, device and inode),
+// write, nor any directory above it (checked on every run by src/cachedir.ts, built beside this
+// as dist/cachedir.cjs: compiled code is trusted like the bundle itself); a file is named after the bundle's identity (size, times, device and inode),
 // the Node version and the command, so a rebuilt bundle or another Node never meets an old
 // cache (V8 also refuses one made by another version or other flags, and then it is made
 // again). MYBUILD_CODE_CACHE=0 turns it off.
@@ -30,31 +30,16 @@ function commandName(argv) {
 
 const uid = typeof process.getuid === 'function' ? process.getuid() : -1;
 
-/**
- * Whether nobody but this user (and root) can change what `dir` holds: it and every directory
- * above it belong to this user or root and are writable by nobody else — except sticky ones
- * owned by root (/tmp), where others cannot rename or remove what is not theirs.
- */
-function trusted(dir) {
-  for (let d = dir; ; d = path.dirname(d)) {
-    const st = fs.lstatSync(d);
-    if (!st.isDirectory() || (st.uid !== uid && st.uid !== 0)) return false;
-    if ((st.mode & 0o022) !== 0 && !(d !== dir && st.uid === 0 && (st.mode & 0o1000) !== 0)) return false;
-    if (d === path.dirname(d)) return true;
-  }
-}
-
-/** This user's cache directory, made if missing; undefined when it is not safe or not wanted. */
+/** The code cache directory in this user's cache directory (src/cachedir.ts: its trust rules); undefined when not safe or not wanted. */
 function cacheDir() {
   if (process.env.MYBUILD_CODE_CACHE === '0') return undefined;
-  const base = process.env.XDG_CACHE_HOME || (process.env.HOME ? path.join(process.env.HOME, '.cache') : '');
-  if (!path.isAbsolute(base)) return undefined;
-  const dir = path.join(base, 'mybuild', 'code');
+  const base = require('./cachedir.cjs').userCacheDir(process.env);
+  if (base === undefined) return undefined;
+  const dir = path.join(base, 'code');
   try {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const st = fs.lstatSync(dir);
-    if (st.uid !== uid || (st.mode & 0o077) !== 0) return undefined;
-    return trusted(dir) ? dir : undefined;
+    return st.isDirectory() && st.uid === uid && (st.mode & 0o077) === 0 ? dir : undefined;
   } catch {
     return undefined;
   }

@@ -5,7 +5,7 @@ import { dirname, isAbsolute, join } from 'node:path';
  * Whether nobody but this user (and root) can change what `dir` holds: it and every directory
  * above it belong to this user or root and are writable by nobody else, except sticky ones
  * owned by root (/tmp), where others cannot rename or remove what is not theirs. The bundle's
- * loader (loader.cjs) checks its code cache directory the same way.
+ * loader (loader.cjs) uses this file too (build.mjs makes dist/cachedir.cjs of it).
  */
 export function trustedDir(dir: string, uid = process.getuid?.() ?? -1): boolean {
   for (let d = dir; ; d = dirname(d)) {
