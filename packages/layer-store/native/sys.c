@@ -26,27 +26,11 @@
 
 static const char *errno_name(int e) {
   switch (e) {
-    case ENOENT: return "ENOENT";
-    case EEXIST: return "EEXIST";
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
+    // the names Node uses where glibc's strerrorname_np gives the alias (EOPNOTSUPP, EAGAIN)
     case ENOTSUP: return "ENOTSUP";
-    case ENODATA: return "ENODATA";
-    case ERANGE: return "ERANGE";
-    case EINVAL: return "EINVAL";
-    case ENOTDIR: return "ENOTDIR";
-    case EISDIR: return "EISDIR";
-    case ENOSPC: return "ENOSPC";
     case EWOULDBLOCK: return "EWOULDBLOCK";
-    case EBADF: return "EBADF";
-    case EROFS: return "EROFS";
-    case ELOOP: return "ELOOP";
-    case ENAMETOOLONG: return "ENAMETOOLONG";
-    case E2BIG: return "E2BIG";
-    case EDQUOT: return "EDQUOT";
-    case EINTR: return "EINTR";
     default: {
-      // glibc ≥ 2.32 names every errno (EFBIG, EMFILE, EXDEV, ...)
+      // glibc >= 2.32 names every errno (ENOENT, EFBIG, EMFILE, EXDEV, ...)
       const char *name = strerrorname_np(e);
       return name ? name : "EIO";
     }
@@ -446,13 +430,10 @@ typedef struct {
 // only read the buffers), so on 2 cores writing a layer is bound by the slower of the two.
 static void append_write_execute(napi_env env, void *data) {
   append_t *a = data;
-  struct iovec *iov = a->iov;
   int left = a->count;
-  size_t total = 0;
-  for (int i = 0; i < a->count; i++) total += a->iov[i].iov_len;
   // Write everything (the fd is O_APPEND: every write lands at the end).
   struct iovec cur[APPEND_MAX_BUFFERS];
-  memcpy(cur, iov, sizeof(struct iovec) * (size_t)a->count);
+  memcpy(cur, a->iov, sizeof(struct iovec) * (size_t)a->count);
   struct iovec *p = cur;
   while (left > 0) {
     ssize_t n = writev(a->fd, p, left > IOV_MAX ? IOV_MAX : left);
@@ -474,7 +455,7 @@ static void append_write_execute(napi_env env, void *data) {
       p->iov_len -= m;
     }
   }
-  if (a->kick && total > 0) {
+  if (a->kick && a->written > 0) {
     // Start writing the file's dirty pages back now (without waiting), so the fsync at commit
     // finds little left to do and the disk works while the data is still arriving.
     sync_file_range(a->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
@@ -585,15 +566,19 @@ static void prefetch_execute(napi_env env, void *data) {
   }
 }
 
+static void prefetch_free(prefetch_t *p) {
+  for (uint32_t i = 0; i < p->count; i++) free(p->paths[i]);
+  free(p->paths);
+  free(p);
+}
+
 static void prefetch_complete(napi_env env, napi_status status, void *data) {
   prefetch_t *p = data;
   napi_value n;
   napi_create_uint32(env, p->done, &n);
   napi_resolve_deferred(env, p->deferred, n);
-  for (uint32_t i = 0; i < p->count; i++) free(p->paths[i]);
-  free(p->paths);
   napi_delete_async_work(env, p->work);
-  free(p);
+  prefetch_free(p);
 }
 
 // prefetch(paths[]) -> Promise<files advised>: on the thread pool, start reading each file into
@@ -619,16 +604,12 @@ static napi_value js_prefetch(napi_env env, napi_callback_info info) {
     char buf[PATH_MAX_LEN];
     napi_get_element(env, argv[0], i, &v);
     if (get_string(env, v, buf, sizeof buf) != 0) {
-      for (uint32_t j = 0; j < p->count; j++) free(paths[j]);
-      free(paths);
-      free(p);
+      prefetch_free(p);
       TYPE_ERROR("paths must be strings of < 4096 bytes without NUL");
     }
     paths[i] = strdup(buf);
     if (!paths[i]) {
-      for (uint32_t j = 0; j < p->count; j++) free(paths[j]);
-      free(paths);
-      free(p);
+      prefetch_free(p);
       napi_throw_error(env, NULL, "out of memory");
       return NULL;
     }
