@@ -3,7 +3,7 @@
  * order, with stats equal to lstatSync's in every field a Stats has (so stat-cache entries
  * written from lstatSync still match); .dockerignore applied as before; missing directories
  * empty; other failures reported by Node's own readdirSync/lstatSync, with their messages; and
- * the plain Node listing when the addon lacks scandir or cannot stat an entry.
+ * the plain Node listing when scandir fails (other than ENOENT/ENOTDIR) or cannot stat an entry.
  */
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import { linkSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, unlinkSync, writeFileSync, chmodSync, type Stats } from 'node:fs';

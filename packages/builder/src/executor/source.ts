@@ -7,7 +7,7 @@
 import { closeSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, realpathSync, type Stats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { MyBuildError, errnoCode } from '@mybuild/oci';
-import { type NativeSys, sys } from '@mybuild/layer-store';
+import { sys } from '@mybuild/layer-store';
 import type { IgnoreMatcher } from '../frontend/dockerignore.js';
 import { rootPath } from '../sandbox/rootPath.js';
 import { goMatch, splitWildcards } from './gomatch.js';
@@ -229,46 +229,43 @@ export class FileSource {
 /**
  * The entries of directory `host` with their lstat, sorted (bytewise); a missing directory (or
  * a non-directory) has none, an entry removed while listing is left out. Through the addon's
- * `scandir` when it has one: Node's lstatSync makes a full Stats (four Dates) per entry, which
+ * `scandir`: Node's lstatSync makes a full Stats (four Dates) per entry, which
  * on a cached rebuild of a 20,000-file context was most of the time spent listing it. Any
  * failure other than ENOENT/ENOTDIR is reported by Node's own calls, as before.
  */
 export function listDir(host: string): SourceChild[] {
-  const scan = nativeScan();
-  if (scan !== undefined) {
-    let listed: [string, Float64Array] | undefined;
-    try {
-      listed = scan(host);
-    } catch (err) {
-      const code = errnoCode(err);
-      if (code === 'ENOENT' || code === 'ENOTDIR') return [];
-      // anything else: readdirSync below throws Node's own error for it
-    }
-    if (listed !== undefined) {
-      const [joined, nums] = listed;
-      const count = nums.length / SCAN_FIELDS;
-      if (count === 0) return [];
-      const names = joined.split('\0');
-      const index = new Map<string, number>();
-      for (let i = 0; i < count; i++) index.set(names[i]!, i);
-      // the default order is bytewise()'s (UTF-16 code units), without a JS call per comparison
-      names.sort();
-      // A name that is not valid UTF-8 reads as U+FFFD (as readdirSync gives it); Node's lstat of
-      // that (other) name decides, as before.
-      const lossy = joined.includes('\uFFFD');
-      const out: SourceChild[] = [];
-      for (const name of names) {
-        const o = index.get(name)! * SCAN_FIELDS;
-        if (nums[o + 1]! >= 0 && !(lossy && name.includes('\uFFFD'))) {
-          out.push({ name, st: new ScanStats(nums, o) });
-          continue;
-        }
-        // its lstat failed (not ENOENT), or its name is lossy: lstatSync decides, as before
-        const st = lstatOrGone(`${host}/${name}`);
-        if (st !== undefined) out.push({ name, st });
+  let listed: [string, Float64Array] | undefined;
+  try {
+    listed = sys().scandir(host);
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+    // anything else: readdirSync below throws Node's own error for it
+  }
+  if (listed !== undefined) {
+    const [joined, nums] = listed;
+    const count = nums.length / SCAN_FIELDS;
+    if (count === 0) return [];
+    const names = joined.split('\0');
+    const index = new Map<string, number>();
+    for (let i = 0; i < count; i++) index.set(names[i]!, i);
+    // the default order is bytewise()'s (UTF-16 code units), without a JS call per comparison
+    names.sort();
+    // A name that is not valid UTF-8 reads as U+FFFD (as readdirSync gives it); Node's lstat of
+    // that (other) name decides, as before.
+    const lossy = joined.includes('\uFFFD');
+    const out: SourceChild[] = [];
+    for (const name of names) {
+      const o = index.get(name)! * SCAN_FIELDS;
+      if (nums[o + 1]! >= 0 && !(lossy && name.includes('\uFFFD'))) {
+        out.push({ name, st: new ScanStats(nums, o) });
+        continue;
       }
-      return out;
+      // its lstat failed (not ENOENT), or its name is lossy: lstatSync decides, as before
+      const st = lstatOrGone(`${host}/${name}`);
+      if (st !== undefined) out.push({ name, st });
     }
+    return out;
   }
   let names: string[];
   try {
@@ -299,21 +296,6 @@ function lstatOrGone(path: string): Stats | undefined {
 /** Numbers per entry in the addon's `scandir` stats (Node's own Stats binding layout). */
 const SCAN_FIELDS = 18;
 const S_IFMT = 0o170000;
-
-let scanFn: NativeSys['scandir'] | null | undefined;
-
-/** The addon's `scandir`, or undefined when the addon (an older build) lacks it. */
-function nativeScan(): NativeSys['scandir'] | undefined {
-  if (scanFn === undefined) {
-    try {
-      const s = sys();
-      scanFn = typeof s.scandir === 'function' ? s.scandir.bind(s) : null;
-    } catch {
-      scanFn = null;
-    }
-  }
-  return scanFn ?? undefined;
-}
 
 /**
  * An lstat result from `scandir`, read from the listing's numbers: the same values as the
