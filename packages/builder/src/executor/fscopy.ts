@@ -131,9 +131,7 @@ export class Copier {
   }
 
   #entry(src: FileSource, srcRel: string, st: Stats, comps: string, targetRel: string, overwrite: boolean, fresh: boolean): void {
-    const exclude = this.#opts.exclude;
-    // An excluded directory an exception (`!pattern`) may reach into is still copied.
-    if (comps !== '' && exclude?.matches(comps) && (!st.isDirectory() || exclude.canSkipDir(comps))) return;
+    if (comps !== '' && excluded(this.#opts.exclude, comps, st)) return;
     const include = this.#opts.include;
     if (comps !== '' && include && !include.matches(comps)) {
       if (!st.isDirectory()) return;
@@ -318,8 +316,7 @@ class Readahead {
         const c = top.kids[top.i++]!;
         const rel = top.rel === '' ? c.name : `${top.rel}/${c.name}`;
         const comps = top.comps === '' ? c.name : `${top.comps}/${c.name}`;
-        // What the copy skips (COPY --exclude), this skips too: the same test as Copier's.
-        if (this.#exclude?.matches(comps) && (!c.st.isDirectory() || this.#exclude.canSkipDir(comps))) continue;
+        if (excluded(this.#exclude, comps, c.st)) continue; // what the copy skips, this skips too
         if (c.st.isDirectory()) this.#enter(rel, comps);
         else if (c.st.isFile() && c.st.size > 0 && c.st.nlink === 1) {
           // (a file with more links may be copied as a link to one copied before: not counted)
@@ -331,6 +328,14 @@ class Readahead {
       if (paths.length > 0) sys().prefetch(paths).catch(() => undefined);
     }
   }
+}
+
+/**
+ * Whether COPY --exclude leaves out `comps` (relative to the copied directory); an excluded
+ * directory an exception (`!pattern`) may reach into is still gone into.
+ */
+function excluded(exclude: IgnoreMatcher | undefined, comps: string, st: Stats): boolean {
+  return exclude !== undefined && exclude.matches(comps) && (!st.isDirectory() || exclude.canSkipDir(comps));
 }
 
 function join(dir: string, name: string): string {
