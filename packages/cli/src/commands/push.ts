@@ -75,11 +75,12 @@ export async function run(ctx: CommandContext): Promise<number> {
   // Uncompressed layers (a build result, a docker-archive load) are compressed for the
   // registry, as docker push does; an index pushed with --all goes as stored.
   // The builder (which owns that step) is loaded only when there is something to compress.
+  let bytes: Buffer | undefined;
   if (!(img.index && all) && img.manifest.layers.some((l) => layerCompression(l.mediaType) === 'none')) {
     const compressed = await (await import('@mybuild/builder')).pushableManifest(store, img);
-    if (compressed) pushed = compressed.desc;
+    if (compressed) ({ desc: pushed, bytes } = compressed);
   }
-  const bytes = await store.content.readBytes(pushed.digest, MAX_JSON_BLOB);
+  bytes ??= await store.content.readBytes(pushed.digest, MAX_JSON_BLOB);
   if (bytes.length !== pushed.size) {
     throw new MyBuildError('INVALID_ARGUMENT', `manifest has ${bytes.length} bytes but its descriptor says ${pushed.size}`, { where: pushed.digest });
   }
