@@ -13,9 +13,7 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import {
   type Compression,
   type Descriptor,
@@ -30,7 +28,7 @@ import {
   withDefaultTag,
   formatReference,
 } from '@mybuild/oci';
-import { type ResolvedImage, type Store, contentBlobSource, saveArchiveFile, unpackImage, zstdNapi } from '@mybuild/layer-store';
+import { type ResolvedImage, type Store, contentBlobSource, layerCompressor, saveArchiveFile, unpackImage } from '@mybuild/layer-store';
 import type { RegistryClient } from '@mybuild/registry-client';
 import { BuildCache } from './cache.js';
 
@@ -221,15 +219,10 @@ async function compressedManifest(store: Store, layers: Descriptor[], configDesc
   return { bytes, desc: { mediaType: MediaType.OciManifest, digest: info.digest, size: info.size }, blobs: [doc.config as Descriptor, ...outLayers] };
 }
 
-const GZIP_CHUNK = 256 * 1024;
-
 /** Compress a stored uncompressed blob into a new stored blob (one pass: read → compress → hash → store). */
 async function compressBlob(store: Store, layer: Descriptor, compression: 'gzip' | 'zstd', level?: number): Promise<Descriptor> {
   const input = await store.content.read(layer.digest, { verify: true });
-  const compressor: Transform =
-    compression === 'gzip'
-      ? createGzip({ level: level ?? 6, chunkSize: GZIP_CHUNK })
-      : (new (zstdNapi().CompressStream)({ compressionLevel: level ?? 3, checksumFlag: true, nbWorkers: 1 }) as unknown as Transform);
+  const compressor = layerCompressor(compression, level);
   const w = await store.content.writer(`export-${layer.digest}-${compression}-${randomBytes(4).toString('hex')}`);
   try {
     await pipeline(input, compressor, w.stream());

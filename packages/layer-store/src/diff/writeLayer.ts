@@ -65,7 +65,7 @@ export async function writeLayer(dir: string, opts: WriteLayerOptions): Promise<
   try {
     const chunkSize = opts.chunkSize ?? TAR_CHUNK;
     const sink = writer.stream();
-    const zip = compression === 'none' ? undefined : compressor(compression, level, READ_AHEAD * chunkSize);
+    const zip = compression === 'none' ? undefined : layerCompressor(compression, level, READ_AHEAD * chunkSize);
     const out: Writable = zip ?? sink;
     // An error on either side destroys both (and so ends feed's wait).
     const piped = zip && pipeline(zip, sink);
@@ -129,10 +129,14 @@ async function feed(chunks: Iterable<Buffer>, out: Writable, reuse: Buffer[], ch
   }
 }
 
-function compressor(compression: 'gzip' | 'zstd', level: number, buffered: number): Transform {
+/**
+ * The compressor of layer blobs (writeLayer's, and the builder's for exports and pushes: the
+ * same settings give the same digests). `buffered`: its stream buffer size, in bytes.
+ */
+export function layerCompressor(compression: 'gzip' | 'zstd', level: number = DEFAULT_LEVEL[compression], buffered?: number): Transform {
   if (compression === 'gzip') {
     // zlib hands its options to Transform too: highWaterMark sizes its buffers.
-    const options: ZlibOptions & TransformOptions = { level, chunkSize: GZIP_CHUNK, highWaterMark: buffered };
+    const options: ZlibOptions & TransformOptions = { level, chunkSize: GZIP_CHUNK, ...(buffered === undefined ? {} : { highWaterMark: buffered }) };
     return createGzip(options);
   }
   return new (zstdNapi().CompressStream)({
