@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MediaType } from '@mybuild/oci';
+import { type Digest, MediaType } from '@mybuild/oci';
 import { OverlaySnapshotter, openStore, type Store } from '@mybuild/layer-store';
 import { RegistryClient } from '@mybuild/registry-client';
 import { type BuildResult, build, exportImage, parseOutput } from '@mybuild/builder';
@@ -84,6 +84,20 @@ describe.skipIf(!canRun)('registry base images and outputs', () => {
     const dest2 = join(dir, 'oci2');
     await exportImage({ store, manifest: result.manifest, tags: result.tags }, parseOutput(`type=oci,dest=${dest2}`));
     expect(JSON.parse(await skopeo('inspect', `oci:${dest2}`)).Digest).toBe(info.Digest);
+  });
+
+  it('writes uncompressed layers into an OCI layout from the build’s snapshots; skopeo copies it, digests checked', async () => {
+    const dest = join(dir, 'oci-plain');
+    await exportImage({ store, manifest: result.manifest, tags: result.tags }, parseOutput(`type=oci,dest=${dest},compression=uncompressed`));
+    const manifest = JSON.parse(await skopeo('inspect', '--raw', `oci:${dest}`)) as { layers: { mediaType: string; digest: string }[] };
+    // the build's own layers are kept as snapshots (deferred blobs): the export made their tars
+    const built = manifest.layers.filter((l) => l.mediaType === MediaType.OciLayer);
+    expect(built.length).toBeGreaterThan(0);
+    for (const l of built) expect((await store.content.info(l.digest as Digest)).deferredFrom).toMatch(/^sha256:/);
+    // skopeo checks every blob's digest as it copies
+    const out = join(dir, 'oci-plain-copy');
+    await skopeo('copy', '--quiet', `oci:${dest}`, `dir:${out}`);
+    for (const l of built) expect(existsSync(join(out, l.digest.slice('sha256:'.length)))).toBe(true);
   });
 
   it('writes a docker-archive skopeo copies', async () => {

@@ -484,7 +484,7 @@ static void append_complete(napi_env env, napi_status status, void *data) {
   }
   napi_delete_reference(env, a->buffers_ref);
   napi_delete_reference(env, a->hasher_ref);
-  napi_delete_async_work(env, a->write_work);
+  if (a->write_work) napi_delete_async_work(env, a->write_work);
   napi_delete_async_work(env, a->hash_work);
   free(a);
 }
@@ -492,10 +492,11 @@ static void append_complete(napi_env env, napi_status status, void *data) {
 // appendHashed(fd, h, buffers[], kick) -> Promise<bytes written>: on the thread pool, append the
 // buffers to fd (opened O_APPEND) and feed them to h, in order. One call per context at a time.
 // A failed write rejects; the hash has then taken bytes the file may lack (the ingest is broken).
+// fd -1: only hash them (resolves to their byte count).
 static napi_value js_append_hashed(napi_env env, napi_callback_info info) {
   ARGS(4);
   int32_t fd;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) TYPE_ERROR("fd must be a number");
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < -1) TYPE_ERROR("fd must be a number (-1: hash only)");
   hasher_t *h = ready_hasher(env, argv[1]);
   if (!h) return NULL;
   bool is_array = false;
@@ -533,11 +534,16 @@ static napi_value js_append_hashed(napi_env env, napi_callback_info info) {
   napi_create_reference(env, argv[1], 1, &a->hasher_ref);
   napi_create_promise(env, &a->deferred, &promise);
   napi_create_string_utf8(env, "mybuild.appendHashed", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, append_write_execute, append_complete, a, &a->write_work);
   napi_create_async_work(env, NULL, name, append_hash_execute, append_complete, a, &a->hash_work);
-  a->pending = 2;
+  a->pending = 1;
+  if (fd == -1) {
+    for (int i = 0; i < a->count; i++) a->written += a->iov[i].iov_len;
+  } else {
+    napi_create_async_work(env, NULL, name, append_write_execute, append_complete, a, &a->write_work);
+    a->pending = 2;
+    napi_queue_async_work(env, a->write_work);
+  }
   h->busy = 1;
-  napi_queue_async_work(env, a->write_work);
   napi_queue_async_work(env, a->hash_work);
   return promise;
 }

@@ -25,6 +25,11 @@ export interface StorePaths {
 export interface BlobInfo {
   digest: Digest;
   size: number;
+  /**
+   * Set for a deferred blob (a build's uncompressed layer kept as its snapshot, not written):
+   * the chain ID of that snapshot. Its bytes take no room of their own.
+   */
+  deferredFrom?: string;
 }
 
 export interface IngestStatus {
@@ -64,8 +69,13 @@ export interface ContentStore {
   delete(digest: Digest): Promise<void>;
   list(): AsyncIterable<BlobInfo>;
   ingests(): Promise<IngestStatus[]>;
-  /** Path of a committed blob (read-only file). */
+  /** Path of a committed blob (read-only file). A deferred blob has none: read it. */
   path(digest: Digest): string;
+  /**
+   * Record a deferred blob: an uncompressed layer whose bytes are the layer tar of a committed
+   * snapshot, made again (and checked) whenever it is read. Stores without it write the blob.
+   */
+  putDeferred?(rec: { digest: Digest; size: number; snapshot: string; mode: 'overlay-upper' | 'plain' }): Promise<BlobInfo>;
 }
 
 export interface ImageRecord {

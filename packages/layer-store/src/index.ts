@@ -18,7 +18,7 @@ export { unpackImage, type UnpackImageOptions } from './extract/unpackImage.js';
 export { OverlaySnapshotter, OVERLAY_OPTIONS, MOUNT_DATA_MAX, type OverlaySnapshotterOptions } from './snapshot/OverlaySnapshotter.js';
 export { loadArchive, loadArchiveFile, type LoadedImage, type LoadOptions } from './archive/load.js';
 export { saveArchive, saveArchiveFile, type ArchiveFormat, type SaveOptions } from './archive/save.js';
-export { layerCompressor, writeLayer, type WriteLayerOptions, type WrittenLayer } from './diff/writeLayer.js';
+export { hashLayer, layerCompressor, writeLayer, type HashedLayer, type WriteLayerOptions, type WrittenLayer } from './diff/writeLayer.js';
 export { layerTar, TAR_CHUNK, type LayerTarOptions, type TarStats } from './diff/layerTar.js';
 export { walkLayer, isLayerXattr, type DiffMode, type LayerEntry, type WalkLayerOptions } from './diff/walkLayer.js';
 export { contentBlobSink, contentBlobSource, type ContentBlobSourceOptions } from './content/blobs.js';

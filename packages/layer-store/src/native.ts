@@ -26,7 +26,8 @@ export interface NativeSys {
   /**
    * On the thread pool: append `buffers` (1 to 1024) to `fd` (opened O_APPEND), then feed them
    * to `h`; with `kick`, start writing the file back to disk without waiting. Resolves to the
-   * bytes written. One call per context at a time.
+   * bytes written. One call per context at a time. `fd` -1: only hash them (resolves to their
+   * byte count).
    */
   appendHashed(fd: number, h: NativeSha256, buffers: Buffer[], kick: boolean): Promise<number>;
   /**

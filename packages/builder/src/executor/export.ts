@@ -10,7 +10,7 @@
  *  - `type=registry` (`--push`): the image pushed to each name
  *  - `type=local,dest=DIR`: the image's root filesystem, unpacked
  */
-import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createWriteStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
@@ -134,7 +134,7 @@ export async function exportImage(input: ExportInput, out: OutputSpec): Promise<
       }
       case 'oci': {
         const exp = await compressedManifest(store, img.manifest.layers, img.configDescriptor, img.config, out);
-        writeOciLayout(store, out.dest!, exp, names[0]);
+        await writeOciLayout(store, out.dest!, exp, names[0]);
         input.onStatus?.(`exporting to oci layout ${out.dest} done`);
         break;
       }
@@ -235,7 +235,7 @@ async function compressBlob(store: Store, layer: Descriptor, compression: 'gzip'
 }
 
 /** Write an OCI image layout at `dest` (blobs copied from the store), atomically replacing its index.json. */
-function writeOciLayout(store: Store, dest: string, exp: ExportManifest, name: string | undefined): void {
+async function writeOciLayout(store: Store, dest: string, exp: ExportManifest, name: string | undefined): Promise<void> {
   const blobsDir = join(dest, 'blobs', 'sha256');
   mkdirSync(blobsDir, { recursive: true });
   writeFileSync(join(dest, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
@@ -243,7 +243,14 @@ function writeOciLayout(store: Store, dest: string, exp: ExportManifest, name: s
     const target = join(blobsDir, d.digest.slice('sha256:'.length));
     if (existsSync(target)) continue;
     const tmp = `${target}.${randomBytes(4).toString('hex')}.tmp`;
-    copyFileSync(store.content.path(d.digest), tmp);
+    try {
+      // A deferred blob (an uncompressed layer of a build, kept as its snapshot) is made here.
+      if ((await store.content.info(d.digest)).deferredFrom === undefined) copyFileSync(store.content.path(d.digest), tmp);
+      else await pipeline(await store.content.read(d.digest), createWriteStream(tmp, { flags: 'wx' }));
+    } catch (err) {
+      rmSync(tmp, { force: true });
+      throw err;
+    }
     renameSync(tmp, target);
   }
   const annotations: Record<string, string> = {};

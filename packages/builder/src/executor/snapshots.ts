@@ -10,8 +10,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Descriptor, type Digest, MyBuildError } from '@mybuild/oci';
-import { type Lock, type Mount, type Snapshotter, type Store, acquireLock, chainId, writeLayer } from '@mybuild/layer-store';
+import { type Descriptor, type Digest, MyBuildError, layerMediaTypeFor } from '@mybuild/oci';
+import { type Lock, type Mount, type Snapshotter, type Store, acquireLock, chainId, hashLayer, writeLayer } from '@mybuild/layer-store';
 import { mountAll, unmount } from '../sandbox/mount.js';
 import type { LayerRef } from './types.js';
 
@@ -87,16 +87,31 @@ export class Snapshots {
     try {
       const upper = this.sn.dir(key);
       await work(mounts, upper);
-      const w = await writeLayer(upper, { mode: parentChain === undefined ? 'plain' : 'overlay-upper', store: this.store.content, compression: 'none' });
-      const desc: Descriptor = { mediaType: w.mediaType, digest: w.digest, size: w.size };
-      const layer: LayerRef = { diffId: w.diffId, desc };
-      const name = chainId([...parent.map((l) => l.diffId), w.diffId])!;
+      const mode = parentChain === undefined ? 'plain' : 'overlay-upper';
+      const content = this.store.content;
+      // The layer is kept as its snapshot (a deferred blob): hashed here, its tar written only
+      // where it goes (push, save, export). MYBUILD_DEFERRED_LAYERS=0 writes it at once.
+      const defer = content.putDeferred !== undefined && process.env.MYBUILD_DEFERRED_LAYERS !== '0';
+      let layer: LayerRef;
+      if (defer) {
+        const h = await hashLayer(upper, { mode });
+        layer = { diffId: h.diffId, desc: { mediaType: layerMediaTypeFor('none', false), digest: h.diffId, size: h.size } };
+      } else {
+        const w = await writeLayer(upper, { mode, store: content, compression: 'none' });
+        layer = { diffId: w.diffId, desc: { mediaType: w.mediaType, digest: w.digest, size: w.size } satisfies Descriptor };
+      }
+      const name = chainId([...parent.map((l) => l.diffId), layer.diffId])!;
       try {
         await this.sn.commit(name, key);
         committed = true;
       } catch (err) {
-        // The same chain committed meanwhile (another build): same content by definition.
+        // The same chain committed meanwhile (another build, or unpacked from a pulled image): same
+        // content by definition, but not necessarily the same directory: the blob is written.
         if (!(err instanceof MyBuildError && err.code === 'ALREADY_EXISTS')) throw err;
+      }
+      if (defer && !(await content.has(layer.desc.digest))) {
+        if (committed) await content.putDeferred!({ digest: layer.desc.digest, size: layer.desc.size, snapshot: name, mode });
+        else await writeLayer(upper, { mode, store: content, compression: 'none' });
       }
       return layer;
     } finally {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, open, opendir, readFile, rename, rm, stat, unlink, writeFile, lstat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
@@ -14,8 +15,11 @@ import {
   sha256Of,
 } from '@mybuild/oci';
 import type { BlobInfo, ContentStore, ContentWriter, IngestStatus, StorePaths } from '../api.js';
+import { layerTar } from '../diff/layerTar.js';
+import type { DiffMode } from '../diff/walkLayer.js';
 import { acquireLock, type Lock } from '../lock.js';
 import { sys } from '../native.js';
+import { writeFileAtomic } from '../paths.js';
 
 const CHUNK = 1 << 20;
 /** Reads stream in pieces of this size: large enough for few calls, small enough that many streams at once stay light. */
@@ -78,9 +82,11 @@ export class LocalContentStore implements ContentStore {
       const st = await stat(this.path(digest));
       return { digest, size: st.size };
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') throw notFound(digest);
-      throw err;
+      if (errnoCode(err) !== 'ENOENT') throw err;
     }
+    const d = await this.deferred(digest);
+    if (!d) throw notFound(digest);
+    return { digest, size: d.size, deferredFrom: d.snapshot };
   }
 
   async has(digest: Digest): Promise<boolean> {
@@ -88,18 +94,101 @@ export class LocalContentStore implements ContentStore {
       await stat(this.path(digest));
       return true;
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return false;
-      throw err;
+      if (errnoCode(err) !== 'ENOENT') throw err;
     }
+    return (await this.deferred(digest)) !== undefined;
   }
 
-  async #open(digest: Digest): Promise<FileHandle> {
+  /** Path of the record of a deferred blob (`deferred/<alg>/<hex>`). */
+  #deferredPath(digest: Digest): string {
+    return join(this.paths.root, 'deferred', digestAlgorithm(digest), digestHex(digest));
+  }
+
+  /**
+   * Record an uncompressed layer blob that is not written: its bytes are the layer tar of the
+   * committed snapshot `snapshot` (see {@link hashLayer}), made again whenever the blob is read
+   * (and checked against `digest` and `size` as they are). A build's layers are kept this way,
+   * as BuildKit keeps them: the snapshot holds the files, and the tar is written only where it
+   * goes (a push, a save, an export), compressed there as a rule. The snapshot must stay as it
+   * is: prune keeps the snapshots of the deferred blobs it keeps.
+   */
+  async putDeferred(rec: DeferredBlob): Promise<BlobInfo> {
+    checkDeferred(rec, rec.digest);
+    const target = this.#deferredPath(rec.digest);
+    await mkdir(join(target, '..'), { recursive: true, mode: 0o755 });
+    const body: DeferredBlob = { digest: rec.digest, size: rec.size, snapshot: rec.snapshot, mode: rec.mode };
+    await writeFileAtomic(target, `${JSON.stringify(body)}\n`);
+    return { digest: rec.digest, size: rec.size, deferredFrom: rec.snapshot };
+  }
+
+  /** The record of a deferred blob (undefined when there is none; a damaged one is an error). */
+  async deferred(digest: Digest): Promise<DeferredBlob | undefined> {
+    let text: string;
+    try {
+      text = await readFile(this.#deferredPath(digest), 'utf8');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return undefined;
+      throw err;
+    }
+    let rec: DeferredBlob;
+    try {
+      rec = JSON.parse(text) as DeferredBlob;
+      checkDeferred(rec, digest);
+    } catch (err) {
+      throw new MyBuildError('FAILED_PRECONDITION', `the record of deferred blob ${digest} is damaged: ${(err as Error).message}`, {
+        where: this.#deferredPath(digest),
+        hint: 'remove the image (`mybuild rmi`) and build it again',
+      });
+    }
+    return rec;
+  }
+
+  /** The tar of a deferred blob, made from its snapshot and checked as it streams. */
+  async #readDeferred(rec: DeferredBlob): Promise<Readable> {
+    const snapDir = join(this.paths.snapshots, digestHex(rec.snapshot as Digest));
+    let info: { name?: unknown; kind?: unknown };
+    try {
+      info = JSON.parse(await readFile(join(snapDir, 'info.json'), 'utf8')) as typeof info;
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+      info = {};
+    }
+    if (info.name !== rec.snapshot || info.kind !== 'committed') {
+      throw new MyBuildError('NOT_FOUND', `layer ${rec.digest} is kept as snapshot ${rec.snapshot}, which is missing`, {
+        where: snapDir,
+        hint: 'remove the image (`mybuild rmi`) and build it again',
+      });
+    }
+    const tar = layerTar(join(snapDir, 'fs'), { mode: rec.mode });
+    const source = new Readable({
+      read() {
+        try {
+          const next = tar.next();
+          this.push(next.done ? null : next.value);
+        } catch (err) {
+          this.destroy(err as Error);
+        }
+      },
+      destroy(err, cb) {
+        tar.return(undefined);
+        cb(err);
+      },
+    });
+    const verifier = new VerifyingStream({ digest: rec.digest, size: rec.size, what: `layer ${rec.digest} (made from snapshot ${rec.snapshot})` });
+    pipeline(source, verifier).catch(() => {});
+    return verifier;
+  }
+
+  /** The blob's file, else its deferred record. */
+  async #openOrDeferred(digest: Digest): Promise<FileHandle | DeferredBlob> {
     try {
       return await open(this.path(digest), 'r');
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') throw notFound(digest);
-      throw err;
+      if (errnoCode(err) !== 'ENOENT') throw err;
     }
+    const d = await this.deferred(digest);
+    if (!d) throw notFound(digest);
+    return d;
   }
 
   /**
@@ -111,7 +200,15 @@ export class LocalContentStore implements ContentStore {
     if (!Number.isSafeInteger(start) || start < 0) {
       throw new MyBuildError('INVALID_ARGUMENT', `bad read offset ${start}`, { where: digest });
     }
-    const fh = await this.#open(digest);
+    const fh = await this.#openOrDeferred(digest);
+    if (!('fd' in fh)) {
+      if (start > fh.size) throw new MyBuildError('INVALID_ARGUMENT', `read offset ${start} is past the blob's end (${fh.size} bytes)`, { where: digest });
+      const tar = await this.#readDeferred(fh);
+      if (start === 0) return tar;
+      const skip = new SkipBytes(start);
+      pipeline(tar, skip).catch(() => {});
+      return skip;
+    }
     let size: number;
     try {
       size = (await fh.stat()).size;
@@ -137,7 +234,15 @@ export class LocalContentStore implements ContentStore {
   }
 
   async readBytes(digest: Digest, maxSize: number): Promise<Buffer> {
-    const fh = await this.#open(digest);
+    const fh = await this.#openOrDeferred(digest);
+    if (!('fd' in fh)) {
+      if (fh.size > maxSize) {
+        throw new MyBuildError('SIZE_EXCEEDED', `blob has ${fh.size} bytes, more than the ${maxSize} allowed for it`, { where: digest, hint: 'manifests and configs are small; this blob is not one' });
+      }
+      const parts: Buffer[] = [];
+      for await (const b of await this.#readDeferred(fh)) parts.push(b as Buffer);
+      return Buffer.concat(parts);
+    }
     try {
       const size = (await fh.stat()).size;
       if (size > maxSize) {
@@ -211,12 +316,16 @@ export class LocalContentStore implements ContentStore {
   }
 
   async delete(digest: Digest): Promise<void> {
-    try {
-      await unlink(this.path(digest));
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') throw notFound(digest);
-      throw err;
+    let found = false;
+    for (const path of [this.path(digest), this.#deferredPath(digest)]) {
+      try {
+        await unlink(path);
+        found = true;
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT' && errnoCode(err) !== 'ENOTDIR') throw err;
+      }
     }
+    if (!found) throw notFound(digest);
   }
 
   /** Every committed blob; names that are not a digest's hex (temp files, junk) are skipped. */
@@ -239,6 +348,31 @@ export class LocalContentStore implements ContentStore {
           if (errnoCode(err) !== 'ENOENT') throw err; // deleted meanwhile
         }
       }
+    }
+    yield* this.#listDeferred();
+  }
+
+  /** Deferred blobs (those whose file was not written meanwhile); a damaged record is listed with size 0. */
+  async *#listDeferred(): AsyncIterable<BlobInfo> {
+    let handle;
+    try {
+      handle = await opendir(join(this.paths.root, 'deferred', 'sha256'), { bufferSize: 256 });
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return;
+      throw err;
+    }
+    for await (const entry of handle) {
+      if (!entry.isFile() || !HEX.sha256.test(entry.name)) continue;
+      const digest = `sha256:${entry.name}` as Digest;
+      if (existsSync(this.path(digest))) continue; // listed above
+      let rec: DeferredBlob | undefined;
+      try {
+        rec = await this.deferred(digest);
+      } catch {
+        yield { digest, size: 0 };
+        continue;
+      }
+      if (rec) yield { digest, size: rec.size, deferredFrom: rec.snapshot };
     }
   }
 
@@ -440,7 +574,8 @@ export class LocalContentWriter implements ContentWriter {
     const target = this.#store.path(digest);
     const blobDir = target.slice(0, target.lastIndexOf('/'));
     try {
-      if (!(await this.#store.has(digest))) {
+      // A deferred record of the same blob does not stop the file: the file needs no snapshot.
+      if (!existsSync(target)) {
         await mkdir(blobDir, { recursive: true, mode: 0o755 });
         await rename(join(this.#dir, 'data'), target);
         sys().fsyncdir(blobDir);
@@ -626,4 +761,24 @@ class SkipBytes extends Transform {
     this.#left = 0;
     cb(null, out);
   }
+}
+
+/** A deferred blob (see {@link LocalContentStore.putDeferred}). */
+export interface DeferredBlob {
+  /** sha256 of the layer tar (its diffID). */
+  digest: Digest;
+  /** Bytes of the tar. */
+  size: number;
+  /** Chain ID of the committed snapshot whose files make the tar. */
+  snapshot: string;
+  /** How the snapshot's directory reads as a layer (its upper dir over parents, or plain). */
+  mode: DiffMode;
+}
+
+function checkDeferred(rec: DeferredBlob, digest: Digest): void {
+  if (typeof rec !== 'object' || rec === null) throw new Error('not an object');
+  if (rec.digest !== digest || !isDigest(rec.digest) || digestAlgorithm(rec.digest) !== 'sha256') throw new Error(`digest ${JSON.stringify(rec.digest)} is not ${digest}`);
+  if (!Number.isSafeInteger(rec.size) || rec.size < 0) throw new Error(`bad size ${JSON.stringify(rec.size)}`);
+  if (typeof rec.snapshot !== 'string' || !/^sha256:[a-f0-9]{64}$/.test(rec.snapshot)) throw new Error(`bad snapshot ${JSON.stringify(rec.snapshot)}`);
+  if (rec.mode !== 'overlay-upper' && rec.mode !== 'plain') throw new Error(`bad mode ${JSON.stringify(rec.mode)}`);
 }

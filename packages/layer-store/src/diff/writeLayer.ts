@@ -6,6 +6,7 @@ import { type Compression, type Digest, MyBuildError, layerMediaTypeFor } from '
 import type { ContentStore, ContentWriter } from '../api.js';
 import { type LayerTarOptions, type TarStats, TAR_CHUNK, layerTar } from './layerTar.js';
 import { zstdNapi } from '../lazy.js';
+import { sys } from '../native.js';
 
 export interface WriteLayerOptions extends LayerTarOptions {
   /** Where the blob goes (through a content writer: checked, fsynced, renamed into blobs/). */
@@ -180,4 +181,59 @@ function checkOptions(compression: Compression, opts: WriteLayerOptions): number
     throw new MyBuildError('INVALID_ARGUMENT', `unknown diff mode ${JSON.stringify(opts.mode)}`, { hint: 'use overlay-upper or plain' });
   }
   return level;
+}
+
+/** What {@link hashLayer} found: the layer's tar, described without being stored. */
+export interface HashedLayer {
+  /** sha256 of the tar (its diffID, and its digest as an uncompressed blob). */
+  diffId: Digest;
+  /** Bytes of the tar. */
+  size: number;
+  /** Tar entries (whiteouts and hardlinks included). */
+  entries: number;
+}
+
+/**
+ * The diffID and size of `dir`'s layer tar (the bytes {@link layerTar} makes, as
+ * {@link writeLayer} would store them uncompressed), without writing them anywhere: the tar is
+ * made chunk by chunk and hashed on the thread pool (Node's own OpenSSL through the addon,
+ * node:crypto when that is absent) while the next chunk is read. The store's deferred blobs
+ * (`ContentStore.putDeferred`) are made this way: the build hashes the snapshot's layer and
+ * makes the bytes again only when something reads them.
+ */
+export async function hashLayer(dir: string, opts: LayerTarOptions): Promise<HashedLayer> {
+  const stats: TarStats = { entries: 0, bytes: 0 };
+  const chunkSize = opts.chunkSize ?? TAR_CHUNK;
+  const native = process.env.MYBUILD_NATIVE_HASH === '0' ? undefined : sys();
+  const h = native?.sha256Create() ?? undefined;
+  if (!native || !h) {
+    const hash = createHash('sha256');
+    const reuse: Buffer[] = [];
+    for (const chunk of layerTar(dir, opts, stats, reuse)) {
+      hash.update(chunk);
+      if (chunk.length === chunkSize) reuse.push(chunk);
+    }
+    return { diffId: `sha256:${hash.digest('hex')}` as Digest, size: stats.bytes, entries: stats.entries };
+  }
+  // One hash call at a time per context: the chunks made while one runs go in the next call.
+  const reuse: Buffer[] = [];
+  let queued: Buffer[] = [];
+  let running: Promise<void> | undefined;
+  const submit = (): Promise<void> => {
+    const batch = queued;
+    queued = [];
+    return native.appendHashed(-1, h, batch, false).then(() => {
+      for (const b of batch) if (b.length === chunkSize) reuse.push(b);
+    });
+  };
+  for (const chunk of layerTar(dir, opts, stats, reuse)) {
+    queued.push(chunk);
+    if (queued.length >= READ_AHEAD) {
+      await running;
+      running = submit();
+    }
+  }
+  await running;
+  if (queued.length > 0) await submit();
+  return { diffId: `sha256:${native.sha256Digest(h)}` as Digest, size: stats.bytes, entries: stats.entries };
 }

@@ -48,13 +48,19 @@ export interface DuOptions {
 }
 
 /**
- * Disk usage of a store. Takes no lock: figures are a snapshot of a moving store. Blob
- * sizes are content sizes; snapshots, cache and ingests are measured on disk.
+ * Disk usage of a store. Takes no lock: figures are a snapshot of a moving store. Image
+ * sizes are content sizes; the store's blob bytes are those of the blob files (a deferred blob
+ * has none); snapshots, cache and ingests are measured on disk.
  */
 export async function du(store: GcStore, opts: DuOptions = {}): Promise<DiskUsage> {
   const { paths, content } = store;
   const sizes = new Map<Digest, number>();
-  for await (const b of content.list()) sizes.set(b.digest, b.size);
+  // A deferred blob (a built layer kept as its snapshot) has a content size and no bytes of its own on disk.
+  const deferred = new Set<Digest>();
+  for await (const b of content.list()) {
+    sizes.set(b.digest, b.size);
+    if (b.deferredFrom !== undefined) deferred.add(b.digest);
+  }
 
   const index = await readIndexFile(paths);
   const marker = new Marker(content, { strict: false });
@@ -90,7 +96,8 @@ export async function du(store: GcStore, opts: DuOptions = {}): Promise<DiskUsag
   let bytes = 0;
   let reclaimableCount = 0;
   let reclaimableBytes = 0;
-  for (const [digest, size] of sizes) {
+  for (const [digest, contentSize] of sizes) {
+    const size = deferred.has(digest) ? 0 : contentSize;
     bytes += size;
     if (!reachable.has(digest)) {
       reclaimableCount++;

@@ -90,15 +90,18 @@ export async function prune(store: GcStore, opts: PruneOptions = {}): Promise<Pr
       const marker = new Marker(content, { strict: true });
       const reachable = await marker.reach(roots);
 
+      // A deferred blob kept keeps the snapshot its bytes are made from.
+      const deferredFrom: string[] = [];
       for await (const blob of content.list()) {
         if (reachable.has(blob.digest)) {
           result.blobsKept++;
+          if (blob.deferredFrom !== undefined) deferredFrom.push(blob.deferredFrom);
           continue;
         }
         try {
           await content.delete(blob.digest);
           result.blobsRemoved++;
-          result.blobBytesFreed += blob.size;
+          if (blob.deferredFrom === undefined) result.blobBytesFreed += blob.size;
         } catch (err) {
           if (!(err instanceof MyBuildError && err.code === 'NOT_FOUND')) throw err;
         }
@@ -109,6 +112,10 @@ export async function prune(store: GcStore, opts: PruneOptions = {}): Promise<Pr
       await pruneIngests(paths, opts.ingestMaxAgeMs ?? 0, result);
       if (opts.snapshots) {
         const keep = new Set<string>();
+        for (const id of deferredFrom) {
+          keep.add(id);
+          keep.add(digestHex(id as Digest));
+        }
         for (const diffIds of await marker.diffIdStacks(reachable)) {
           for (const id of chainIds(diffIds)) {
             keep.add(id);
