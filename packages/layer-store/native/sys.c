@@ -489,23 +489,15 @@ static void append_complete(napi_env env, napi_status status, void *data) {
   free(a);
 }
 
-// appendHashed(fd, h, buffers[], kick) -> Promise<bytes written>: on the thread pool, append the
-// buffers to fd (opened O_APPEND) and feed them to h, in order. One call per context at a time.
-// A failed write rejects; the hash has then taken bytes the file may lack (the ingest is broken).
-// fd -1: only hash them (resolves to their byte count).
-static napi_value js_append_hashed(napi_env env, napi_callback_info info) {
-  ARGS(4);
-  int32_t fd;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < -1) TYPE_ERROR("fd must be a number (-1: hash only)");
-  hasher_t *h = ready_hasher(env, argv[1]);
+// Queue the hash (and, for fd >= 0, the write) of `bv`'s buffers; see appendHashed below.
+static napi_value start_append(napi_env env, int32_t fd, napi_value hv, napi_value bv, bool kick) {
+  hasher_t *h = ready_hasher(env, hv);
   if (!h) return NULL;
   bool is_array = false;
   uint32_t count = 0;
-  if (napi_is_array(env, argv[2], &is_array) != napi_ok || !is_array) TYPE_ERROR("buffers must be an array");
-  napi_get_array_length(env, argv[2], &count);
+  if (napi_is_array(env, bv, &is_array) != napi_ok || !is_array) TYPE_ERROR("buffers must be an array");
+  napi_get_array_length(env, bv, &count);
   if (count == 0 || count > APPEND_MAX_BUFFERS) TYPE_ERROR("buffers must hold 1 to 1024 Buffers");
-  bool kick = false;
-  napi_get_value_bool(env, argv[3], &kick);
   append_t *a = calloc(1, sizeof *a);
   if (!a) {
     napi_throw_error(env, NULL, "out of memory");
@@ -516,7 +508,7 @@ static napi_value js_append_hashed(napi_env env, napi_callback_info info) {
     void *d;
     size_t len;
     bool isbuf = false;
-    napi_get_element(env, argv[2], i, &b);
+    napi_get_element(env, bv, i, &b);
     if (napi_is_buffer(env, b, &isbuf) != napi_ok || !isbuf || napi_get_buffer_info(env, b, &d, &len) != napi_ok) {
       free(a);
       TYPE_ERROR("buffers must hold Buffers");
@@ -530,13 +522,13 @@ static napi_value js_append_hashed(napi_env env, napi_callback_info info) {
   a->h = h;
   napi_value promise, name;
   // The buffers and the context stay alive (and unmoved) until the work completes.
-  napi_create_reference(env, argv[2], 1, &a->buffers_ref);
-  napi_create_reference(env, argv[1], 1, &a->hasher_ref);
+  napi_create_reference(env, bv, 1, &a->buffers_ref);
+  napi_create_reference(env, hv, 1, &a->hasher_ref);
   napi_create_promise(env, &a->deferred, &promise);
   napi_create_string_utf8(env, "mybuild.appendHashed", NAPI_AUTO_LENGTH, &name);
   napi_create_async_work(env, NULL, name, append_hash_execute, append_complete, a, &a->hash_work);
   a->pending = 1;
-  if (fd == -1) {
+  if (fd < 0) {
     for (int i = 0; i < a->count; i++) a->written += a->iov[i].iov_len;
   } else {
     napi_create_async_work(env, NULL, name, append_write_execute, append_complete, a, &a->write_work);
@@ -546,6 +538,25 @@ static napi_value js_append_hashed(napi_env env, napi_callback_info info) {
   h->busy = 1;
   napi_queue_async_work(env, a->hash_work);
   return promise;
+}
+
+// appendHashed(fd, h, buffers[], kick) -> Promise<bytes written>: on the thread pool, append the
+// buffers to fd (opened O_APPEND) and feed them to h, in order. One call per context at a time.
+// A failed write rejects; the hash has then taken bytes the file may lack (the ingest is broken).
+static napi_value js_append_hashed(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  int32_t fd;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) TYPE_ERROR("fd must be an open file descriptor");
+  bool kick = false;
+  napi_get_value_bool(env, argv[3], &kick);
+  return start_append(env, fd, argv[1], argv[2], kick);
+}
+
+// sha256UpdateAsync(h, buffers[]) -> Promise<bytes>: appendHashed without a file: the buffers
+// are fed to h on the thread pool. One call per context at a time.
+static napi_value js_sha256_update_async(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  return start_append(env, -1, argv[0], argv[1], false);
 }
 
 
@@ -760,6 +771,7 @@ typedef struct {
   napi_async_work work;
   napi_deferred deferred;
   int umount;
+  int syncfs; // syncfs(2) of the filesystem holding `target` instead
   unsigned long flags;
   int err;
   char source[PATH_MAX_LEN];
@@ -771,7 +783,13 @@ typedef struct {
 static void mount_execute(napi_env env, void *data) {
   mount_op_t *m = data;
   int r;
-  if (m->umount) r = umount2(m->target, (int)m->flags);
+  if (m->syncfs) {
+    int fd = open(m->target, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    r = fd < 0 ? -1 : syncfs(fd);
+    int e = errno;
+    if (fd >= 0) close(fd);
+    errno = e;
+  } else if (m->umount) r = umount2(m->target, (int)m->flags);
   else r = mount(m->source[0] ? m->source : NULL, m->target, m->fstype[0] ? m->fstype : NULL, m->flags, m->data[0] ? m->data : NULL);
   m->err = r == 0 ? 0 : errno;
 }
@@ -783,7 +801,7 @@ static void mount_complete(napi_env env, napi_status status, void *data) {
     napi_get_undefined(env, &u);
     napi_resolve_deferred(env, m->deferred, u);
   } else {
-    napi_reject_deferred(env, m->deferred, errno_error(env, m->err, m->umount ? "umount2" : "mount", m->target));
+    napi_reject_deferred(env, m->deferred, errno_error(env, m->err, m->syncfs ? "syncfs" : m->umount ? "umount2" : "mount", m->target));
   }
   napi_delete_async_work(env, m->work);
   free(m);
@@ -792,7 +810,7 @@ static void mount_complete(napi_env env, napi_status status, void *data) {
 static napi_value queue_mount(napi_env env, mount_op_t *m) {
   napi_value promise, name;
   napi_create_promise(env, &m->deferred, &promise);
-  napi_create_string_utf8(env, m->umount ? "mybuild.umount" : "mybuild.mount", NAPI_AUTO_LENGTH, &name);
+  napi_create_string_utf8(env, m->syncfs ? "mybuild.syncfs" : m->umount ? "mybuild.umount" : "mybuild.mount", NAPI_AUTO_LENGTH, &name);
   napi_create_async_work(env, NULL, name, mount_execute, mount_complete, m, &m->work);
   napi_queue_async_work(env, m->work);
   return promise;
@@ -853,6 +871,20 @@ static napi_value js_umount(napi_env env, napi_callback_info info) {
   return queue_mount(env, m);
 }
 
+// syncfs(path) -> Promise<void>: on the thread pool, write back everything dirty on the
+// filesystem holding `path` (one call instead of an fsync per file and directory).
+static napi_value js_syncfs(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  mount_op_t *m = new_mount_op(env, 0);
+  if (!m) return NULL;
+  m->syncfs = 1;
+  if (get_string(env, argv[0], m->target, sizeof m->target) != 0 || m->target[0] == 0) {
+    free(m);
+    TYPE_ERROR("path must be a non-empty string of < 4096 bytes without NUL");
+  }
+  return queue_mount(env, m);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -874,6 +906,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"scandir", NULL, js_scandir, NULL, NULL, NULL, napi_enumerable, NULL},
     {"mount", NULL, js_mount, NULL, NULL, NULL, napi_enumerable, NULL},
     {"umount", NULL, js_umount, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"syncfs", NULL, js_syncfs, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"sha256UpdateAsync", NULL, js_sha256_update_async, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

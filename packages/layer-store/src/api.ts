@@ -76,6 +76,8 @@ export interface ContentStore {
    * snapshot, made again (and checked) whenever it is read. Stores without it write the blob.
    */
   putDeferred?(rec: { digest: Digest; size: number; snapshot: string; mode: 'overlay-upper' | 'plain' }): Promise<BlobInfo>;
+  /** Write a deferred blob's file from its snapshot and drop the record (no-op for a file). */
+  materialize?(digest: Digest): Promise<BlobInfo>;
 }
 
 export interface ImageRecord {

@@ -26,10 +26,11 @@ export interface NativeSys {
   /**
    * On the thread pool: append `buffers` (1 to 1024) to `fd` (opened O_APPEND), then feed them
    * to `h`; with `kick`, start writing the file back to disk without waiting. Resolves to the
-   * bytes written. One call per context at a time. `fd` -1: only hash them (resolves to their
-   * byte count).
+   * bytes written. One call per context at a time.
    */
   appendHashed(fd: number, h: NativeSha256, buffers: Buffer[], kick: boolean): Promise<number>;
+  /** On the thread pool: feed `buffers` (1 to 1024) to `h`; resolves to their byte count. One call per context at a time. */
+  sha256UpdateAsync(h: NativeSha256, buffers: Buffer[]): Promise<number>;
   /**
    * On the thread pool: ask the kernel to start reading each file (up to 65536) into the page
    * cache (POSIX_FADV_WILLNEED), without waiting for the data. Symlinks are not followed; files
@@ -53,6 +54,8 @@ export interface NativeSys {
   mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void>;
   /** umount2(2) on the thread pool (unmounting an overlay syncs its upper filesystem). */
   umount(target: string, flags: number): Promise<void>;
+  /** syncfs(2) on the thread pool: write back everything dirty on the filesystem holding `path`. */
+  syncfs(path: string): Promise<void>;
 }
 
 /** An opaque native sha256 context. */

@@ -5,11 +5,11 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { mkdirSync, readdirSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Digest } from '@mybuild/oci';
+import { type Digest, MediaType } from '@mybuild/oci';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { OverlaySnapshotter, type Store, chainId, hashLayer, openStore, prune, writeLayer } from '@mybuild/layer-store';
-import { drain, pattern, rejection, tempStore } from './helpers-store.js';
+import { OverlaySnapshotter, type Store, chainId, hashLayer, openStore, prune, putJsonBlob, sys, writeLayer } from '@mybuild/layer-store';
+import { drain, pattern, rejection, sha256, tempStore } from './helpers-store.js';
 
 describe('deferred blobs', () => {
   let store: Store;
@@ -90,19 +90,30 @@ describe('deferred blobs', () => {
     writeFileSync(join(d.fs, 'etc', 'app', 'conf'), 'a=2\n'); // same size, other content
     const err = await rejection(drain(await store.content.read(d.digest)));
     expect(err.code).toBe('DIGEST_MISMATCH');
+    expect(err.message).toContain(`snapshot ${d.chain} changed since the build (its tar has digest sha256:`);
+    writeFileSync(join(d.fs, 'etc', 'app', 'conf'), `a=${'2'.repeat(600)}\n`); // a tar block more
+    expect((await rejection(drain(await store.content.read(d.digest)))).message).toMatch(/changed since the build \(its tar has more than \d+ bytes\)/);
     await store.snapshots!.remove(d.chain);
     const gone = await rejection(store.content.read(d.digest));
     expect(gone.code).toBe('NOT_FOUND');
     expect(gone.message).toContain(d.chain);
   });
 
-  test('a damaged record is refused with a clear error; delete removes the record', async () => {
+  test('a damaged record: reads fail with a clear error, has() and prune treat it as absent, a pull or load writes the blob', async () => {
     const d = await deferredLayer();
+    const good = await drain(await store.content.read(d.digest));
     const rec = join(root, 'deferred', 'sha256', d.digest.slice(7));
     writeFileSync(rec, JSON.stringify({ digest: d.digest, size: d.size, snapshot: '../../etc', mode: 'plain' }));
     const err = await rejection(store.content.read(d.digest));
     expect(err.code).toBe('FAILED_PRECONDITION');
     expect(err.message).toMatch(/damaged: bad snapshot/);
+    expect(await store.content.has(d.digest)).toBe(false);
+    expect((await rejection(store.content.info(d.digest))).code).toBe('NOT_FOUND');
+    expect((await store.du()).blobs.count).toBe(1);
+    // the same bytes arriving (a pull, a load) are stored as a file
+    await store.content.putBytes(good, d.digest);
+    expect((await drain(await store.content.read(d.digest))).equals(good)).toBe(true);
+    // delete removes the file and the record
     await store.content.delete(d.digest);
     expect(existsSync(rec)).toBe(false);
     expect(await store.content.has(d.digest)).toBe(false);
@@ -110,20 +121,54 @@ describe('deferred blobs', () => {
     await expect(store.content.putDeferred!({ digest: d.digest, size: -1, snapshot: d.chain, mode: 'plain' })).rejects.toThrow(/bad size/);
   });
 
-  test('prune keeps the snapshot of a deferred blob it keeps, and drops both when unreachable', async () => {
+  test('prune keeps the snapshot of a deferred blob an image needs, writes out one only the cache needs, drops an unreachable one', async () => {
     const d = await deferredLayer();
-    // reachable only as a root of its own (as the build cache holds layers): no config names its chain
-    const kept = await prune(store, { extraRoots: async () => [d.digest], snapshots: store.snapshots! });
-    expect(kept.blobsKept).toBe(1);
-    expect(kept.snapshotsRemoved).toBe(0);
+    const record = join(root, 'deferred', 'sha256', d.digest.slice(7));
+    const file = join(root, 'blobs', 'sha256', d.digest.slice(7));
+    // an image whose config names the layer: its chain's snapshot stays, the blob stays deferred
+    const config = await putJsonBlob(store.content, { architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [d.digest] } }, MediaType.OciConfig);
+    const manifest = await putJsonBlob(store.content, { schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers: [{ mediaType: MediaType.OciLayer, digest: d.digest, size: d.size }] }, MediaType.OciManifest);
+    const withImage = await prune(store, { extraRoots: async () => [manifest.digest], snapshots: store.snapshots! });
+    expect(withImage).toMatchObject({ blobsKept: 3, snapshotsRemoved: 0 });
+    expect([existsSync(record), existsSync(file)]).toEqual([true, false]);
+
+    // reachable as a root of its own (as the build cache holds layers), no config names its
+    // chain: the blob is written out, the snapshot goes
+    const cacheOnly = await prune(store, { extraRoots: async () => [d.digest], snapshots: store.snapshots! });
+    expect(cacheOnly).toMatchObject({ blobsKept: 1, snapshotsRemoved: 1 });
+    expect([existsSync(record), existsSync(file)]).toEqual([false, true]);
     expect((await drain(await store.content.read(d.digest, { verify: true }))).length).toBe(d.size);
 
     const swept = await prune(store, { snapshots: store.snapshots! });
     expect(swept.blobsRemoved).toBe(1);
-    expect(swept.blobBytesFreed).toBe(0); // it had no bytes of its own; the snapshot's are counted
-    expect(swept.snapshotsRemoved).toBe(1);
+    expect(swept.blobBytesFreed).toBe(d.size);
+    expect(await store.content.has(d.digest)).toBe(false);
+  });
+
+  test('an unreachable deferred blob frees no bytes of its own; its snapshot goes', async () => {
+    const d = await deferredLayer();
+    const swept = await prune(store, { snapshots: store.snapshots! });
+    expect(swept).toMatchObject({ blobsRemoved: 1, blobBytesFreed: 0, snapshotsRemoved: 1 });
     expect(swept.snapshotBytesFreed).toBeGreaterThan(3 * 1024 * 1024);
     expect(await store.content.has(d.digest)).toBe(false);
+  });
+
+  test('materialize writes the file and drops the record', async () => {
+    const d = await deferredLayer();
+    expect(await store.content.materialize!(d.digest)).toEqual({ digest: d.digest, size: d.size });
+    expect(readdirSync(join(root, 'blobs', 'sha256'))).toEqual([d.digest.slice(7)]);
+    expect(existsSync(join(root, 'deferred', 'sha256', d.digest.slice(7)))).toBe(false);
+    expect(await store.content.materialize!(d.digest)).toEqual({ digest: d.digest, size: d.size });
+  });
+
+  test('the addon: sha256UpdateAsync hashes without a file; appendHashed wants an open fd; syncfs', async () => {
+    const h = sys().sha256Create()!;
+    const data = [pattern(70_000, 3), pattern(5, 4)];
+    expect(await sys().sha256UpdateAsync(h, data)).toBe(70_005);
+    expect(`sha256:${sys().sha256Digest(h)}`).toBe(sha256(Buffer.concat(data)));
+    expect(() => sys().appendHashed(-1, sys().sha256Create()!, data, false)).toThrow(/open file descriptor/);
+    await sys().syncfs(root);
+    await expect(sys().syncfs(join(root, 'nope'))).rejects.toMatchObject({ code: 'ENOENT', syscall: 'syncfs' });
   });
 
   test('a blob file written later wins over the record and is listed once', async () => {

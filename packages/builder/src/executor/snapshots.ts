@@ -111,7 +111,10 @@ export class Snapshots {
       }
       if (defer && !(await content.has(layer.desc.digest))) {
         if (committed) await content.putDeferred!({ digest: layer.desc.digest, size: layer.desc.size, snapshot: name, mode });
-        else await writeLayer(upper, { mode, store: content, compression: 'none' });
+        else {
+          const w = await writeLayer(upper, { mode, store: content, compression: 'none' });
+          if (w.digest !== layer.desc.digest) throw new MyBuildError('INTERNAL', `layer of ${upper} hashed as ${layer.desc.digest}, written as ${w.digest}`, { hint: 'something changed the files after the step ended' });
+        }
       }
       return layer;
     } finally {

@@ -27,10 +27,14 @@ export async function run(ctx: CommandContext): Promise<number> {
   }
   const store = await open(ctx.global);
   const progress = new Progress(file === '-' && ctx.global.progress === 'auto' ? 'quiet' : ctx.global.progress);
-  await saveArchiveFile(store, positionals, file, {
-    format,
-    onProgress: (e) => progress.done({ id: e.digest, action: 'saved', total: e.bytes }),
-  });
+  // Under a lease: a concurrent prune waits (a built layer is read from its snapshot, which
+  // prune could otherwise remove under the reader once the image is untagged).
+  await store.withImportLease(() =>
+    saveArchiveFile(store, positionals, file, {
+      format,
+      onProgress: (e) => progress.done({ id: e.digest, action: 'saved', total: e.bytes }),
+    }),
+  );
   progress.end();
   return 0;
 }

@@ -25,10 +25,13 @@ export async function run(ctx: CommandContext): Promise<number> {
   }
   const progress = new Progress(ctx.global.progress);
   const total = img.manifest.layers.length;
-  await unpackImage(img.manifest.layers, store.content, dir, {
-    diffIds: img.config.rootfs.diff_ids,
-    onLayer: (i, desc) => progress.done({ id: desc.digest, action: `unpacked layer ${i + 1}/${total}`, total: desc.size }),
-  });
+  // Under a lease, as save: a concurrent prune waits.
+  await store.withImportLease(() =>
+    unpackImage(img.manifest.layers, store.content, dir, {
+      diffIds: img.config.rootfs.diff_ids,
+      onLayer: (i, desc) => progress.done({ id: desc.digest, action: `unpacked layer ${i + 1}/${total}`, total: desc.size }),
+    }),
+  );
   progress.end();
   return 0;
 }

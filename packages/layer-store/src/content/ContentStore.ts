@@ -84,7 +84,7 @@ export class LocalContentStore implements ContentStore {
     } catch (err) {
       if (errnoCode(err) !== 'ENOENT') throw err;
     }
-    const d = await this.deferred(digest);
+    const d = await this.#usableDeferred(digest);
     if (!d) throw notFound(digest);
     return { digest, size: d.size, deferredFrom: d.snapshot };
   }
@@ -96,7 +96,26 @@ export class LocalContentStore implements ContentStore {
     } catch (err) {
       if (errnoCode(err) !== 'ENOENT') throw err;
     }
-    return (await this.deferred(digest)) !== undefined;
+    return (await this.#usableDeferred(digest)) !== undefined;
+  }
+
+  /** The blob's file exists (a deferred record does not count). */
+  #hasFile(digest: Digest): boolean {
+    return existsSync(this.path(digest));
+  }
+
+  /**
+   * A deferred blob's record for has() and info(): a damaged one counts as absent there, so
+   * that prune and du go on and the next build or pull writes the blob again (read() still
+   * reports it).
+   */
+  async #usableDeferred(digest: Digest): Promise<DeferredBlob | undefined> {
+    try {
+      return await this.deferred(digest);
+    } catch (err) {
+      if (err instanceof MyBuildError && err.code === 'FAILED_PRECONDITION') return undefined;
+      throw err;
+    }
   }
 
   /** Path of the record of a deferred blob (`deferred/<alg>/<hex>`). */
@@ -137,13 +156,16 @@ export class LocalContentStore implements ContentStore {
     } catch (err) {
       throw new MyBuildError('FAILED_PRECONDITION', `the record of deferred blob ${digest} is damaged: ${(err as Error).message}`, {
         where: this.#deferredPath(digest),
-        hint: 'remove the image (`mybuild rmi`) and build it again',
+        hint: 'build the image again (its steps run again) or pull it; `mybuild prune` removes the record once no image needs it',
       });
     }
     return rec;
   }
 
-  /** The tar of a deferred blob, made from its snapshot and checked as it streams. */
+  /**
+   * The tar of a deferred blob, made from its snapshot and checked as it streams (always: the
+   * check is what tells a snapshot changed since the build from the layer it was).
+   */
   async #readDeferred(rec: DeferredBlob): Promise<Readable> {
     const snapDir = join(this.paths.snapshots, digestHex(rec.snapshot as Digest));
     let info: { name?: unknown; kind?: unknown };
@@ -156,27 +178,72 @@ export class LocalContentStore implements ContentStore {
     if (info.name !== rec.snapshot || info.kind !== 'committed') {
       throw new MyBuildError('NOT_FOUND', `layer ${rec.digest} is kept as snapshot ${rec.snapshot}, which is missing`, {
         where: snapDir,
-        hint: 'remove the image (`mybuild rmi`) and build it again',
+        hint: 'build the image again (with --no-cache) or pull it',
       });
     }
     const tar = layerTar(join(snapDir, 'fs'), { mode: rec.mode });
-    const source = new Readable({
+    const changed = (detail: string) =>
+      new MyBuildError('DIGEST_MISMATCH', `layer ${rec.digest}: snapshot ${rec.snapshot} changed since the build (${detail})`, {
+        where: snapDir,
+        hint: 'something wrote into the store; build the image again with --no-cache',
+      });
+    const hash = createHash('sha256');
+    let size = 0;
+    return new Readable({
       read() {
+        let next: IteratorResult<Buffer>;
         try {
-          const next = tar.next();
-          this.push(next.done ? null : next.value);
+          next = tar.next();
         } catch (err) {
-          this.destroy(err as Error);
+          this.destroy(changed((err as Error).message));
+          return;
         }
+        if (next.done) {
+          const actual = `sha256:${hash.digest('hex')}`;
+          if (size !== rec.size) this.destroy(changed(`its tar has ${size} bytes, not ${rec.size}`));
+          else if (actual !== rec.digest) this.destroy(changed(`its tar has digest ${actual}`));
+          else this.push(null);
+          return;
+        }
+        size += next.value.length;
+        if (size > rec.size) {
+          this.destroy(changed(`its tar has more than ${rec.size} bytes`));
+          return;
+        }
+        hash.update(next.value);
+        this.push(next.value);
       },
       destroy(err, cb) {
         tar.return(undefined);
         cb(err);
       },
     });
-    const verifier = new VerifyingStream({ digest: rec.digest, size: rec.size, what: `layer ${rec.digest} (made from snapshot ${rec.snapshot})` });
-    pipeline(source, verifier).catch(() => {});
-    return verifier;
+  }
+
+  /**
+   * Write a deferred blob's file (its tar, made and checked) and drop its record: the blob no
+   * longer needs its snapshot. No-op for a blob that is a file already.
+   */
+  async materialize(digest: Digest): Promise<BlobInfo> {
+    if (!this.#hasFile(digest)) {
+      const rec = await this.deferred(digest);
+      if (!rec) throw notFound(digest);
+      const w = await this.writer(`materialize-${digest}`, { expected: digest, size: rec.size });
+      try {
+        if (!this.#hasFile(digest)) {
+          if (w.offset > 0) await w.reset();
+          await pipeline(await this.#readDeferred(rec), w.stream());
+          await w.commit();
+        } else await w.abort();
+      } catch (err) {
+        await w.abort().catch(() => {});
+        throw err;
+      }
+    }
+    await unlink(this.#deferredPath(digest)).catch((err: unknown) => {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    });
+    return this.info(digest);
   }
 
   /** The blob's file, else its deferred record. */
@@ -270,7 +337,8 @@ export class LocalContentStore implements ContentStore {
   }
 
   async put(data: Readable, expected: { digest?: Digest; size?: number } = {}): Promise<BlobInfo> {
-    if (expected.digest !== undefined && (await this.has(expected.digest))) {
+    // A deferred record does not count: the file, once written, needs no snapshot.
+    if (expected.digest !== undefined && this.#hasFile(expected.digest)) {
       data.destroy();
       return this.info(expected.digest);
     }
@@ -280,7 +348,7 @@ export class LocalContentStore implements ContentStore {
         : await this.#anonymousWriter(expected.size);
     try {
       // Another process may have committed the blob while this one waited for the ingest lock.
-      if (expected.digest !== undefined && (await this.has(expected.digest))) {
+      if (expected.digest !== undefined && this.#hasFile(expected.digest)) {
         data.destroy();
         await w.abort();
         return this.info(expected.digest);

@@ -222,7 +222,7 @@ export async function hashLayer(dir: string, opts: LayerTarOptions): Promise<Has
   const submit = (): Promise<void> => {
     const batch = queued;
     queued = [];
-    return native.appendHashed(-1, h, batch, false).then(() => {
+    return native.sha256UpdateAsync(h, batch).then(() => {
       for (const b of batch) if (b.length === chunkSize) reuse.push(b);
     });
   };

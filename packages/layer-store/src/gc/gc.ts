@@ -90,12 +90,12 @@ export async function prune(store: GcStore, opts: PruneOptions = {}): Promise<Pr
       const marker = new Marker(content, { strict: true });
       const reachable = await marker.reach(roots);
 
-      // A deferred blob kept keeps the snapshot its bytes are made from.
-      const deferredFrom: string[] = [];
+      // Deferred blobs kept: their bytes are made from their snapshots (see below).
+      const deferred: { digest: Digest; chain: string }[] = [];
       for await (const blob of content.list()) {
         if (reachable.has(blob.digest)) {
           result.blobsKept++;
-          if (blob.deferredFrom !== undefined) deferredFrom.push(blob.deferredFrom);
+          if (blob.deferredFrom !== undefined) deferred.push({ digest: blob.digest, chain: blob.deferredFrom });
           continue;
         }
         try {
@@ -112,14 +112,21 @@ export async function prune(store: GcStore, opts: PruneOptions = {}): Promise<Pr
       await pruneIngests(paths, opts.ingestMaxAgeMs ?? 0, result);
       if (opts.snapshots) {
         const keep = new Set<string>();
-        for (const id of deferredFrom) {
-          keep.add(id);
-          keep.add(digestHex(id as Digest));
-        }
         for (const diffIds of await marker.diffIdStacks(reachable)) {
           for (const id of chainIds(diffIds)) {
             keep.add(id);
             keep.add(digestHex(id));
+          }
+        }
+        // A deferred blob whose snapshot no reachable image needs (the layer is kept by the
+        // build cache only, or by an image on another parent) is written out, so that its
+        // snapshot and the ones below go; without a way to write it, the snapshot stays.
+        for (const d of deferred) {
+          if (keep.has(d.chain)) continue;
+          if (content.materialize) await content.materialize(d.digest);
+          else {
+            keep.add(d.chain);
+            keep.add(digestHex(d.chain as Digest));
           }
         }
         await pruneSnapshots(opts.snapshots, keep, result);
