@@ -169,6 +169,32 @@ describe('FileSource.children through scandir', () => {
     }
   });
 
+  test('a save keeps the loaded entries this build found valid and the ones it set; drops unused and stale ones', async () => {
+    for (const n of ['a', 'b', 'c', 'd']) writeFileSync(join(dir, n), n);
+    const st = (n: string) => lstatSync(join(dir, n));
+    const file = join(dir, '..', `${dir.split('/').pop()}.keep.statcache`);
+    try {
+      const first = StatCache.load(file);
+      for (const n of ['a', 'b', 'c']) first.set(n, st(n), n.repeat(64));
+      await first.save(Date.now() + 60_000);
+      const second = StatCache.load(file);
+      expect(second.lookup('a', st('a'))).toBe('a'.repeat(64)); // used
+      expect(second.lookup('a', st('a'))).toBe('a'.repeat(64)); // twice: still one entry
+      writeFileSync(join(dir, 'b'), 'bb');
+      expect(second.lookup('b', st('b'))).toBeUndefined(); // stale
+      second.set('d', st('d'), 'd'.repeat(64));
+      await second.save(Date.now() + 60_000);
+      const third = StatCache.load(file);
+      expect(third.lookup('a', st('a'))).toBe('a'.repeat(64));
+      expect(third.lookup('d', st('d'))).toBe('d'.repeat(64));
+      expect(third.lookup('b', st('b'))).toBeUndefined();
+      expect(third.lookup('c', st('c'))).toBeUndefined(); // not used by the second build: not kept
+      expect([third.hits, third.misses]).toEqual([2, 2]);
+    } finally {
+      rmSync(file, { force: true });
+    }
+  });
+
   test('.dockerignore: excluded entries left out, a directory an exception reaches into kept', () => {
     mkdirSync(join(dir, 'logs/keep'), { recursive: true });
     writeFileSync(join(dir, 'logs/a.log'), '');

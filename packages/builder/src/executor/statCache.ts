@@ -24,7 +24,7 @@ const MAGIC = 0x4353424d; // "MBSC" little-endian
 const VERSION = 2;
 const HEADER = 12;
 const RACY_MS = 2000;
-const NO_HASH = Buffer.alloc(32);
+const NO_HASH = '0'.repeat(64);
 
 /** [size, mtimeMs, ctimeMs, ino, sha256 hex ('' = none)] */
 type Entry = [number, number, number, number, string];
@@ -35,8 +35,10 @@ export class StatCache {
   readonly #index: Map<string, number>;
   readonly #nums: Float64Array;
   readonly #hashes: Buffer;
-  /** entries used or set by this build (what a save keeps) */
+  /** entries set by this build, or loaded ones found stale (what a save keeps, with {@link #used}) */
   readonly #live = new Map<string, Entry>();
+  /** loaded entries this build found valid (by index): kept by a save unless {@link #live} has the path */
+  readonly #used: Uint8Array;
   #dirty = false;
   /** how many lookups were answered from the cache, and how many missed */
   hits = 0;
@@ -47,6 +49,7 @@ export class StatCache {
     this.#index = index;
     this.#nums = nums;
     this.#hashes = hashes;
+    this.#used = new Uint8Array(nums.length / 4);
   }
 
   /** An empty cache that is never saved (`--no-cache`, tests). */
@@ -95,11 +98,11 @@ export class StatCache {
     if (i !== undefined) {
       const n = this.#nums;
       const o = i * 4;
+      // (no Buffer or entry made per hit: a cached rebuild looks up every file of the context)
       if (n[o] === st.size && n[o + 1] === st.mtimeMs && n[o + 2] === st.ctimeMs && n[o + 3] === st.ino) {
-        const raw = this.#hashes.subarray(i * 32, i * 32 + 32);
-        if (!raw.equals(NO_HASH)) {
-          const hash = raw.toString('hex');
-          this.#live.set(rel, [st.size, st.mtimeMs, st.ctimeMs, st.ino, hash]);
+        const hash = this.#hashes.toString('hex', i * 32, i * 32 + 32);
+        if (hash !== NO_HASH) {
+          this.#used[i] = 1;
           this.hits++;
           return hash;
         }
@@ -119,6 +122,12 @@ export class StatCache {
   async save(now = Date.now()): Promise<void> {
     if (!this.#file || !this.#dirty) return;
     const entries = [...this.#live];
+    for (const [rel, i] of this.#index) {
+      if (this.#used[i] === 1 && !this.#live.has(rel)) {
+        const n = this.#nums;
+        entries.push([rel, [n[i * 4]!, n[i * 4 + 1]!, n[i * 4 + 2]!, n[i * 4 + 3]!, this.#hashes.toString('hex', i * 32, i * 32 + 32)]]);
+      }
+    }
     const count = entries.length;
     const nums = new Float64Array(count * 4);
     const hashes = Buffer.alloc(count * 32);
