@@ -16,9 +16,12 @@ export function isGoSpace(ch: string): boolean {
     case '\u00a0':
       return true;
     default:
-      return /^[\p{Zs}\u2028\u2029]$/u.test(ch);
+      // (ASCII first: the Unicode class compiles on first use)
+      return ch.length > 0 && ch.charCodeAt(0) >= 0x80 && UNICODE_SPACE.test(ch);
   }
 }
+
+const UNICODE_SPACE = /^[\p{Zs}\u2028\u2029]$/u;
 
 /** strings.TrimLeftFunc(s, unicode.IsSpace) */
 export function trimLeftGoSpace(s: string): string {
@@ -74,7 +77,7 @@ export function goQuote(s: string): string {
         out += '\\v';
         continue;
     }
-    if (PRINTABLE.test(ch)) {
+    if ((cp >= 0x20 && cp < 0x7f) || (cp >= 0x80 && PRINTABLE.test(ch))) {
       out += ch;
     } else if (cp < 0x20 || cp === 0x7f) {
       out += '\\x' + cp.toString(16).padStart(2, '0');

@@ -368,7 +368,7 @@ class ShellWord {
         return name;
       }
       if (name.length === 0 && isSpecialParam(ch)) return this.next();
-      if (!/^[\p{L}\p{Nd}_]$/u.test(ch)) break;
+      if (!isNameChar(ch)) break;
       name += this.next();
     }
     return name;
@@ -391,8 +391,19 @@ class ShellWord {
   }
 }
 
+// Unicode classes for what is not ASCII (most names and digits are: their regexps compile on first use, a millisecond or two of every build).
+const UNICODE_NAME_CHAR = /^[\p{L}\p{Nd}_]$/u;
+const UNICODE_DIGIT = /^\p{Nd}$/u;
+
+/** Go's unicode.IsLetter || unicode.IsDigit || '_' (a variable name's characters). */
+function isNameChar(ch: string): boolean {
+  if (ch.length === 1 && ch.charCodeAt(0) < 0x80) return /^[A-Za-z0-9_]$/.test(ch);
+  return UNICODE_NAME_CHAR.test(ch);
+}
+
 function isDigit(ch: string): boolean {
-  return /^\p{Nd}$/u.test(ch);
+  if (ch.length === 1 && ch.charCodeAt(0) < 0x80) return ch >= '0' && ch <= '9';
+  return UNICODE_DIGIT.test(ch);
 }
 
 function isSpecialParam(ch: string): boolean {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, open, opendir, readFile, rename, rm, stat, unlink, writeFile, lstat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
@@ -77,26 +77,18 @@ export class LocalContentStore implements ContentStore {
     return join(this.paths.root, 'blobs', digestAlgorithm(digest), digestHex(digest));
   }
 
+  // info() and has() are called for every layer of every cached step and tag: plain stat and
+  // read calls (a few microseconds each), not one thread-pool round trip per call.
   async info(digest: Digest): Promise<BlobInfo> {
-    try {
-      const st = await stat(this.path(digest));
-      return { digest, size: st.size };
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    }
-    const d = await this.#usableDeferred(digest);
+    const st = statSync(this.path(digest), { throwIfNoEntry: false });
+    if (st) return { digest, size: st.size };
+    const d = this.#usableDeferred(digest);
     if (!d) throw notFound(digest);
     return { digest, size: d.size, deferredFrom: d.snapshot };
   }
 
   async has(digest: Digest): Promise<boolean> {
-    try {
-      await stat(this.path(digest));
-      return true;
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    }
-    return (await this.#usableDeferred(digest)) !== undefined;
+    return this.#hasFile(digest) || this.#usableDeferred(digest) !== undefined;
   }
 
   /** The blob's file exists (a deferred record does not count). */
@@ -109,9 +101,9 @@ export class LocalContentStore implements ContentStore {
    * that prune and du go on and the next build or pull writes the blob again (read() still
    * reports it).
    */
-  async #usableDeferred(digest: Digest): Promise<DeferredBlob | undefined> {
+  #usableDeferred(digest: Digest): DeferredBlob | undefined {
     try {
-      return await this.deferred(digest);
+      return this.#deferredSync(digest);
     } catch (err) {
       if (err instanceof MyBuildError && err.code === 'FAILED_PRECONDITION') return undefined;
       throw err;
@@ -142,9 +134,13 @@ export class LocalContentStore implements ContentStore {
 
   /** The record of a deferred blob (undefined when there is none; a damaged one is an error). */
   async deferred(digest: Digest): Promise<DeferredBlob | undefined> {
+    return this.#deferredSync(digest);
+  }
+
+  #deferredSync(digest: Digest): DeferredBlob | undefined {
     let text: string;
     try {
-      text = await readFile(this.#deferredPath(digest), 'utf8');
+      text = readFileSync(this.#deferredPath(digest), 'utf8');
     } catch (err) {
       if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return undefined;
       throw err;
