@@ -449,6 +449,13 @@ if [[ "$only" == *b* ]]; then
 fi
 if [[ "$only" == *c* ]]; then
   scenario c cold cached change
+  # The floor under every mybuild run: a Node process that does nothing (BuildKit's daemon is
+  # already running; only its small Go client starts per build).
+  for ((i = 1; i <= runs; i++)); do
+    BENCH_WARM=0 bench_timed floor-node-cold 0 node -e 0
+    BENCH_WARM=1 bench_timed floor-node-warm 0 node -e 0
+    BENCH_WARM=1 bench_timed floor-mb-version 0 node "$MYBUILD_CLI" version
+  done
   results+=(c)
 fi
 
@@ -477,6 +484,8 @@ for sc in "${results[@]}"; do
       for step in cold cached change; do table_row c "$step"; done
       for step in cold cached change; do target "$step <= BuildKit" "$(ratio c "$step")" 1 x; done
       rss_target c cold cached change
+      printf '  floor (same runs): node -e 0 %.2f s after a page-cache drop, %.2f s warm; mybuild version %.2f s warm\n' \
+        "$(median 1 "$work/floor-node-cold")" "$(median 1 "$work/floor-node-warm")" "$(median 1 "$work/floor-mb-version")"
       ;;
   esac
   echo
