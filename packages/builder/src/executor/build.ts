@@ -5,7 +5,7 @@
  * name it. The planner knows the Dockerfile; this file only runs the plan.
  */
 import { createHash } from 'node:crypto';
-import { realpathSync, rmSync } from 'node:fs';
+import { existsSync, realpathSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { type HistoryEntry, MyBuildError, formatReference, parseNormalizedReference, withDefaultTag } from '@mybuild/oci';
 import { chainId, sys } from '@mybuild/layer-store';
@@ -24,7 +24,8 @@ import { Reporter, type Vertex } from './reporter.js';
 import { Snapshots } from './snapshots.js';
 import { FileSource } from './source.js';
 import { StatCache } from './statCache.js';
-import { type ExecContext, copySourcesHash, execCopy, execRun, execWorkdir, normalizeSource, resolveCopySources } from './steps.js';
+import { loadDonor, saveDonor } from './donor.js';
+import { type CopyReuse, type ExecContext, copySourcesHash, execCopy, execRun, execWorkdir, normalizeSource, resolveCopySources } from './steps.js';
 import type { BuildOptions, BuildResult, LayerRef } from './types.js';
 
 /** A stage's filesystem and history as its steps leave them. */
@@ -306,11 +307,13 @@ async function runStage(
         const src = x.context();
         src.hashOnCopy = true;
         let layer: LayerRef;
+        const reuse = copyReuse(x, step, state.key);
         try {
-          layer = await execCopy(x, step, state.layers, { where, name, vertex }, pending.matches);
+          layer = await execCopy(x, step, state.layers, { where, name, vertex }, pending.matches, reuse);
         } finally {
           src.hashOnCopy = false;
         }
+        await rememberCopy(x, step, state.key, state.layers, layer, reuse);
         pending.key = copySourcesHash(src, step, pending.matches);
         const key = cacheKey(state.key, step.cacheKey, pending.key);
         let rec = x.opts.noCache ? undefined : await cache.get(key);
@@ -334,7 +337,11 @@ async function runStage(
       } else {
         const info = { where, name, vertex };
         if (step.kind === 'run') layer = await execRun(x, step, state.layers, info);
-        else if (step.kind === 'copy') layer = await execCopy(x, step, state.layers, info, contextKeys.copies.get(step)?.matches);
+        else if (step.kind === 'copy') {
+          const reuse = copyReuse(x, step, state.key);
+          layer = await execCopy(x, step, state.layers, info, contextKeys.copies.get(step)?.matches, reuse);
+          await rememberCopy(x, step, state.key, state.layers, layer, reuse);
+        }
         else layer = await execWorkdir(x, step, state.layers);
         rec = await cache.put(key, [...state.layers, layer], new Date().toISOString(), { os: stage.image.os, architecture: stage.image.architecture });
         vertex.done();
@@ -356,6 +363,30 @@ async function runStage(
     }
   }
   return state;
+}
+
+/**
+ * A COPY from the context (not `--link`, not `--no-cache`): its donor — the files its last run
+ * placed, for those that did not change to be linked instead of copied — and a record to fill.
+ */
+function copyReuse(x: ExecContext, step: CopyStep, parentKey: string): CopyReuse | undefined {
+  if (step.from.kind !== 'context' || step.link || x.opts.noCache) return undefined;
+  const donor = loadDonor(x.store.paths, copySlot(parentKey, step), (chain) => {
+    const dir = x.snapshots.sn.dir(chain);
+    return existsSync(dir) ? dir : undefined;
+  });
+  return { ...(donor ? { donor } : {}), linked: 0 };
+}
+
+/** The slot of a COPY: its cache key without the content of what it copies. */
+function copySlot(parentKey: string, step: CopyStep): string {
+  return cacheKey('copy-slot', parentKey, step.cacheKey);
+}
+
+async function rememberCopy(x: ExecContext, step: CopyStep, parentKey: string, parent: LayerRef[], layer: LayerRef, reuse: CopyReuse | undefined): Promise<void> {
+  if (!reuse?.placed) return; // nothing placed that a next run could link
+  const chain = chainId([...parent.map((l) => l.diffId), layer.diffId])!;
+  await saveDonor(x.store.paths, copySlot(parentKey, step), chain, reuse.placed);
 }
 
 /** The part of a step's cache key that comes from outside the Dockerfile: source contents. */

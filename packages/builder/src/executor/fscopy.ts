@@ -13,7 +13,8 @@ import { isLayerXattr, sys } from '@mybuild/layer-store';
 import type { IgnoreMatcher } from '../frontend/dockerignore.js';
 import { goClean } from '../frontend/gopath.js';
 import { rootPath } from '../sandbox/rootPath.js';
-import type { FileSource, SourceChild } from './source.js';
+import type { Donor } from './donor.js';
+import { type FileSource, ScanStats, type SourceChild } from './source.js';
 
 export interface Owner {
   uid: number;
@@ -32,6 +33,16 @@ export interface CopyOptions {
    * each with the directories above it, made as in the source when first needed.
    */
   include?: IgnoreMatcher;
+  /**
+   * The files this same COPY placed last time (a committed snapshot, see donor.ts): a regular
+   * file that would come out the same — content (by hash), size, owner, mode, mtime, no
+   * extended attributes — is hard-linked from there instead of written again. Only for a copy
+   * into a fresh upper directory (nothing below it to copy up or white out); committed
+   * snapshots are never written, so the shared inode never changes.
+   */
+  donor?: Donor;
+  /** Keep {@link Copier.placed}: the content hash of each regular file placed (a donor record for next time). */
+  record?: boolean;
 }
 
 /** A directory not copied yet: made when something below it is. */
@@ -62,11 +73,18 @@ export class Copier {
   readonly stats: CopyStats = { files: 0, bytes: 0 };
   readonly #pending: PendingDir[] = [];
   #readahead: Readahead | undefined;
+  /** with `record`: root-relative path → sha256 hex of each regular file placed */
+  readonly placed: Map<string, string> | undefined;
+  /** files linked from the donor */
+  linked = 0;
+  /** donor inodes linked so far: two targets on one inode would make the layer a hard link */
+  readonly #donorInodes = new Set<number>();
 
   /** `destRoot`: host path of the mounted destination root filesystem. */
   constructor(destRoot: string, opts: CopyOptions = {}) {
     this.#root = destRoot;
     this.#opts = opts;
+    this.placed = opts.record ? new Map() : undefined;
   }
 
   /** The `--chown` owner, if any. */
@@ -186,11 +204,23 @@ export class Copier {
     } else if (st.isFile()) {
       const key = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
       const first = key === undefined ? undefined : this.#inodes.get(key);
+      this.placed?.delete(targetRel);
       if (first !== undefined) {
         linkSync(this.#host(first), target);
       } else {
-        this.#copyFile(src, srcRel, st, target);
+        const donated = key === undefined ? this.#fromDonor(src, srcRel, st, targetRel) : undefined;
+        if (donated !== undefined) {
+          // the donor's file has this owner, mode and times already: nothing to set
+          linkSync(donated, target);
+          this.linked++;
+        } else this.#copyFile(src, srcRel, st, target);
+        if (key === undefined && this.placed) this.placed.set(targetRel, src.fileHash(srcRel, st));
         this.#readahead?.consumed(st.size);
+        if (donated !== undefined) {
+          this.stats.files++;
+          this.stats.bytes += st.size;
+          return;
+        }
         if (key !== undefined) this.#inodes.set(key, targetRel);
         this.stats.files++;
         this.stats.bytes += st.size;
@@ -213,6 +243,32 @@ export class Copier {
   }
 
   /**
+   * The donor's path of this very file when it would come out the same: same content (by
+   * hash), size, owner, mode, mtime (to the nanosecond this copy would set), no extended
+   * attributes on either side, fewer than {@link MAX_DONOR_LINKS} links, not linked once already.
+   * Anything uncertain: undefined (the file is copied).
+   */
+  #fromDonor(src: FileSource, srcRel: string, st: Stats, targetRel: string): string | undefined {
+    const donor = this.#opts.donor;
+    if (!donor || !donor.has(targetRel)) return undefined;
+    const d = donor.stat(targetRel);
+    if (!(d instanceof ScanStats) || !d.isFile() || d.size !== st.size || d.nlink >= MAX_DONOR_LINKS || this.#donorInodes.has(d.ino)) return undefined;
+    const owner = this.#owner(src, st);
+    if ((d.mode & 0o7777) !== this.#mode(st) || d.uid !== owner.uid || d.gid !== owner.gid) return undefined;
+    const [ms, mns] = split(st.mtimeMs);
+    const [ds, dns] = d.mtimeSpec();
+    if (ds !== ms || dns !== mns) return undefined;
+    const path = `${donor.root}/${targetRel}`;
+    if (src.fileHash(srcRel, st) !== donor.hashOf(targetRel) || hasLayerXattrs(src.host(srcRel)) || hasLayerXattrs(path)) return undefined;
+    this.#donorInodes.add(d.ino);
+    return path;
+  }
+
+  #owner(src: FileSource, st: Stats): Owner {
+    return this.#opts.chown ?? (src.resetOwner ? { uid: 0, gid: 0 } : { uid: st.uid, gid: st.gid });
+  }
+
+  /**
    * Copy a regular file's data through one reused buffer, then set its owner, mode (after the
    * owner: chown clears setuid bits) and times on the open file. The content is hashed on the
    * way when the source wants it (a build context on a cold stat cache: read once, not twice).
@@ -231,7 +287,7 @@ export class Copier {
           let off = 0;
           while (off < n) off += writeSync(dfd, buf, off, n - off);
         }
-        const owner = this.#opts.chown ?? (src.resetOwner ? { uid: 0, gid: 0 } : { uid: st.uid, gid: st.gid });
+        const owner = this.#owner(src, st);
         fchownSync(dfd, owner.uid, owner.gid);
         fchmodSync(dfd, this.#mode(st));
         const [as, ans] = split(st.atimeMs);
@@ -357,6 +413,17 @@ export function setTimes(path: string, st: Stats): void {
   const [as, ans] = split(st.atimeMs);
   const [ms, mns] = split(st.mtimeMs);
   sys().lutimens(path, as, ans, ms, mns);
+}
+
+/** ext4 allows 65,000 links to an inode; a donor file past this is copied, not linked again. */
+const MAX_DONOR_LINKS = 60_000;
+
+function hasLayerXattrs(path: string): boolean {
+  try {
+    return sys().llistxattr(path).some(isLayerXattr);
+  } catch {
+    return true;
+  }
 }
 
 function split(ms: number): [number, number] {

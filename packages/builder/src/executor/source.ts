@@ -315,7 +315,7 @@ const S_IFMT = 0o170000;
  * fs.Stats lstatSync gives (times in ms computed as Node does), without making the object
  * (with four Dates) per entry that keeps a big context's listing costly to collect.
  */
-class ScanStats implements Stats {
+export class ScanStats implements Stats {
   readonly #f: Float64Array;
   readonly #o: number;
 
@@ -360,6 +360,10 @@ class ScanStats implements Stats {
   }
   get mtimeMs(): number {
     return this.#f[this.#o + 12]! * 1000 + this.#f[this.#o + 13]! / 1e6;
+  }
+  /** The mtime as lstat gave it: seconds and nanoseconds. */
+  mtimeSpec(): [number, number] {
+    return [this.#f[this.#o + 12]!, this.#f[this.#o + 13]!];
   }
   get ctimeMs(): number {
     return this.#f[this.#o + 14]! * 1000 + this.#f[this.#o + 15]! / 1e6;

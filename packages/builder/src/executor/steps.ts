@@ -17,6 +17,7 @@ import { type Download, isArchive, unpackToTemp } from './addSources.js';
 import { cacheKey } from './cache.js';
 import { resolveOwner } from './chown.js';
 import { BuildStepError, shortInstruction } from './errors.js';
+import { type Donor, type PlacedFiles, encodePlaced } from './donor.js';
 import { Copier } from './fscopy.js';
 import { hasWildcards } from './gomatch.js';
 import type { Vertex } from './reporter.js';
@@ -301,7 +302,16 @@ function parentsInclude(step: CopyStep, i: number): IgnoreMatcher | undefined {
   return pattern === '' ? undefined : new IgnoreMatcher([pattern]);
 }
 
-export async function execCopy(x: ExecContext, step: CopyStep, parent: LayerRef[], info: StepInfo, contextMatches: Map<number, string[]> | undefined): Promise<LayerRef> {
+/** A COPY from the context may link the files of its last run, and records what it placed for the next. */
+export interface CopyReuse {
+  donor?: Donor;
+  /** filled by execCopy: each regular file it placed and its content hash (none: nothing to record) */
+  placed?: PlacedFiles;
+  /** files linked from the donor instead of copied */
+  linked: number;
+}
+
+export async function execCopy(x: ExecContext, step: CopyStep, parent: LayerRef[], info: StepInfo, contextMatches: Map<number, string[]> | undefined, reuse?: CopyReuse): Promise<LayerRef> {
   for (const item of step.sources) {
     if (item.kind === 'git') throw stepError(step, info, 'UNSUPPORTED', `ADD of a git repository (${item.url}) is not supported`, 'clone it into the context first and COPY it');
   }
@@ -320,11 +330,14 @@ export async function execCopy(x: ExecContext, step: CopyStep, parent: LayerRef[
     const exclude = step.excludes.length > 0 ? new IgnoreMatcher(step.excludes) : undefined;
     const link = step.link && step.chmod === undefined;
     return await x.snapshots.layer(parent, async (mounts, upper) => {
+      // Linking from the donor: only into a fresh upper directory written directly (below).
+      let reuseHere: CopyReuse | undefined;
       const fill = async (root: string, chownRoot: string) => {
         const options = {
           ...(step.chown !== undefined ? { chown: resolveOwner(chownRoot, step.chown) } : {}),
           ...(step.chmod !== undefined ? { chmod: step.chmod } : {}),
           ...(exclude ? { exclude } : {}),
+          ...(reuseHere ? { record: true, ...(reuseHere.donor ? { donor: reuseHere.donor } : {}) } : {}),
         };
         const copier = new Copier(root, options);
         try {
@@ -354,6 +367,12 @@ export async function execCopy(x: ExecContext, step: CopyStep, parent: LayerRef[
               copier.copy(new FileSource(inlineDir!, { resetOwner: true }), name, step.dest);
             }
           }
+          if (reuseHere && copier.placed) {
+            if (copier.placed.size > 0) reuseHere.placed = encodePlaced(copier.placed);
+            delete reuseHere.donor; // its index is not needed any more
+            reuseHere.linked = copier.linked;
+            if (copier.linked > 0) info.vertex.status(`${copier.linked} unchanged file(s) linked from the previous build of this step`);
+          }
         } catch (err) {
           if (err instanceof BuildStepError) throw err;
           const msg = err instanceof Error ? err.message : String(err);
@@ -365,7 +384,9 @@ export async function execCopy(x: ExecContext, step: CopyStep, parent: LayerRef[
         }
       };
       const chownByName = step.chown !== undefined && !/^[0-9]*(:[0-9]*)?$/.test(step.chown);
-      if (link || writesOnlyNew(step.dest, mounts)) {
+      const direct = !link && writesOnlyNew(step.dest, mounts);
+      if (direct) reuseHere = reuse;
+      if (link || direct) {
         // --link: the layer is made on its own (no lower directories), as BuildKit's merge op
         // does. A destination no lower layer has anything of (its first component is new): the
         // files go straight into the fresh upper directory, as the overlay would put them there

@@ -91,8 +91,14 @@ class Walker {
   readonly #overlay: boolean;
   readonly #epoch: number | undefined;
   readonly #prefix: string;
-  /** `dev:ino` of files with more than one link → the tar name they were first written as */
-  readonly #links = new Map<string, string>();
+  /**
+   * Files with more than one link → the tar name they were first written as: by inode (as a
+   * number: no key string per file, and a layer whose files are all linked from elsewhere has
+   * 20,000 of them) within the device of the first such file, by `dev:ino` elsewhere.
+   */
+  readonly #links = new Map<number, string>();
+  #linksDev: number | undefined;
+  readonly #otherLinks = new Map<string, string>();
 
   constructor(root: string, opts: WalkLayerOptions) {
     this.#root = root;
@@ -174,13 +180,15 @@ class Walker {
         continue;
       }
       if (st.nlink > 1) {
-        const key = `${st.dev}:${st.ino}`;
-        const first = this.#links.get(key);
+        this.#linksDev ??= st.dev;
+        const key = st.dev === this.#linksDev ? undefined : `${st.dev}:${st.ino}`;
+        const first = key === undefined ? this.#links.get(st.ino) : this.#otherLinks.get(key);
         if (first !== undefined) {
           yield { header: { name, type: 'link', mode: header.mode, uid: st.uid, gid: st.gid, size: 0, mtime: header.mtime, linkname: first } };
           continue;
         }
-        this.#links.set(key, name);
+        if (key === undefined) this.#links.set(st.ino, name);
+        else this.#otherLinks.set(key, name);
       }
       if (st.isFile()) {
         header.size = st.size;

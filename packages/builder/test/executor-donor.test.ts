@@ -1,0 +1,134 @@
+/**
+ * A COPY from the context that runs again after a change links the files that did not change
+ * from its previous result (same content, owner, mode, times) instead of copying them: the layer
+ * must come out byte for byte as a plain copy's, and anything uncertain is copied.
+ */
+import { chmodSync, lstatSync, mkdirSync, readdirSync, symlinkSync, utimesSync, writeFileSync, linkSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Digest } from '@mybuild/oci';
+import { OverlaySnapshotter, chainIds } from '@mybuild/layer-store';
+import type { BuildEvent, BuildResult } from '@mybuild/builder';
+import { type TestStore, canBuild, runBuild, testStore } from './executor-helpers.js';
+
+const DOCKERFILE = `FROM busybox
+COPY app /app
+RUN find /app | sort | xargs ls -ld | wc -l > /count
+`;
+
+function linkedStatus(events: BuildEvent[]): string | undefined {
+  return events.find((e): e is Extract<BuildEvent, { type: 'status' }> => e.type === 'status' && / linked from the previous build/.test(e.text))?.text;
+}
+
+/**
+ * The base and COPY layers are the same (the RUN layer above holds a file written at build
+ * time: its tar mtime, in seconds, differs between builds a second apart).
+ */
+function sameLayers(a: string[], b: string[]): void {
+  expect(a.slice(0, 2)).toEqual(b.slice(0, 2));
+}
+
+describe.skipIf(!canBuild)('COPY links unchanged files from its previous result', () => {
+  let t: TestStore;
+  let plain: TestStore;
+  let ctx: string;
+  let sn: OverlaySnapshotter;
+  beforeAll(async () => {
+    t = await testStore('mybuild-donor-');
+    plain = await testStore('mybuild-donor-plain-');
+    sn = new OverlaySnapshotter(t.store.paths);
+    ctx = join(t.dir, 'ctx');
+    mkdirSync(join(ctx, 'app', 'sub', 'deeper'), { recursive: true });
+    for (let i = 0; i < 60; i++) writeFileSync(join(ctx, 'app', `f${i}.txt`), `file ${i}\n`.repeat(i + 1));
+    for (let i = 0; i < 10; i++) writeFileSync(join(ctx, 'app', 'sub', 'deeper', `g${i}`), `deep ${i}\n`);
+    writeFileSync(join(ctx, 'app', 'run.sh'), '#!/bin/sh\necho hi\n');
+    chmodSync(join(ctx, 'app', 'run.sh'), 0o755);
+    writeFileSync(join(ctx, 'app', 'a-link-target'), 'shared inode\n');
+    linkSync(join(ctx, 'app', 'a-link-target'), join(ctx, 'app', 'b-hardlink'));
+    symlinkSync('f1.txt', join(ctx, 'app', 'symlink'));
+    writeFileSync(join(ctx, 'app', 'empty'), '');
+    const old = Date.now() / 1000 - 3600; // older than the stat cache's racy window
+    const walk = (d: string): void => {
+      for (const n of readdirSync(d)) {
+        const p = join(d, n);
+        if (lstatSync(p).isDirectory()) walk(p);
+        if (!lstatSync(p).isSymbolicLink()) utimesSync(p, old, old);
+      }
+    };
+    walk(ctx);
+  });
+  afterAll(async () => {
+    await t?.cleanup();
+    await plain?.cleanup();
+  });
+
+  const build = (store: TestStore, noCache = false) => runBuild(store, { contextDir: ctx, dockerfile: DOCKERFILE, tags: ['donor:latest'], ...(noCache ? { noCache } : {}) });
+  /** The upper directory of the COPY layer's snapshot. */
+  const copyDir = (r: BuildResult) => sn.dir(chainIds(r.config.rootfs.diff_ids)[1]! as Digest);
+  const ino = (dir: string, rel: string) => lstatSync(join(dir, rel)).ino;
+  /** The same context built with a plain copy (another store, --no-cache): the reference. */
+  const reference = async () => (await build(plain, true)).result;
+
+  it('links what did not change; the layer is the one a plain copy makes', async () => {
+    const first = await build(t);
+    expect(linkedStatus(first.events)).toBeUndefined();
+    const before = copyDir(first.result);
+
+    writeFileSync(join(ctx, 'app', 'f7.txt'), 'changed\n');
+    const second = await build(t);
+    expect(second.result.stepsRun).toBe(2);
+    expect(linkedStatus(second.events)).toMatch(/^\d+ unchanged file\(s\) linked/);
+    const after = copyDir(second.result);
+    expect(after).not.toBe(before);
+    expect(ino(after, 'app/f8.txt')).toBe(ino(before, 'app/f8.txt'));
+    expect(ino(after, 'app/sub/deeper/g3')).toBe(ino(before, 'app/sub/deeper/g3'));
+    expect(ino(after, 'app/run.sh')).toBe(ino(before, 'app/run.sh'));
+    expect(ino(after, 'app/f7.txt')).not.toBe(ino(before, 'app/f7.txt'));
+    // a hardlink pair of the source stays one pair of its own, never tied to the old layer
+    expect(ino(after, 'app/b-hardlink')).toBe(ino(after, 'app/a-link-target'));
+    expect(ino(after, 'app/a-link-target')).not.toBe(ino(before, 'app/a-link-target'));
+
+    const ref = await reference();
+    sameLayers(second.result.config.rootfs.diff_ids, ref.config.rootfs.diff_ids);
+    expect(second.result.imageId).not.toBe(first.result.imageId);
+    // both COPY layers are kept as their snapshots (deferred blobs): the old one, whose files the
+    // new one now shares, still reads back with its digest (links change no byte of its tar)
+    for (const r of [first.result, second.result]) {
+      const layer = r.config.rootfs.diff_ids[1]! as Digest;
+      expect((await t.store.content.info(layer)).deferredFrom).toBeDefined();
+      const tar = await t.store.content.readBytes(layer, 64 << 20);
+      expect(tar.length).toBe((await t.store.content.info(layer)).size);
+    }
+  });
+
+  it('copies a file whose mode or mtime changed (same content), and still makes the plain layer', async () => {
+    const prev = copyDir((await build(t)).result);
+    chmodSync(join(ctx, 'app', 'f10.txt'), 0o600);
+    utimesSync(join(ctx, 'app', 'f11.txt'), Date.now() / 1000 - 7200, Date.now() / 1000 - 7200);
+    writeFileSync(join(ctx, 'app', 'f12.txt'), 'changed too\n');
+    utimesSync(join(ctx, 'app', 'f12.txt'), Date.now() / 1000 - 3600, Date.now() / 1000 - 3600);
+    const r = await build(t);
+    expect(r.result.stepsRun).toBe(2);
+    const now = copyDir(r.result);
+    expect(ino(now, 'app/f10.txt')).not.toBe(ino(prev, 'app/f10.txt'));
+    expect(ino(now, 'app/f11.txt')).not.toBe(ino(prev, 'app/f11.txt'));
+    expect(ino(now, 'app/f13.txt')).toBe(ino(prev, 'app/f13.txt'));
+    expect(lstatSync(join(now, 'app/f10.txt')).mode & 0o777).toBe(0o600);
+    sameLayers(r.result.config.rootfs.diff_ids, (await reference()).config.rootfs.diff_ids);
+  });
+
+  it('copies everything when the previous result is gone, and with --no-cache', async () => {
+    const prev = (await build(t)).result;
+    await sn.remove(chainIds(prev.config.rootfs.diff_ids)[2]! as Digest); // the RUN layer above it first
+    await sn.remove(chainIds(prev.config.rootfs.diff_ids)[1]! as Digest);
+    writeFileSync(join(ctx, 'app', 'f20.txt'), 'changed again\n');
+    const r = await build(t);
+    expect(linkedStatus(r.events)).toBeUndefined();
+    sameLayers(r.result.config.rootfs.diff_ids, (await reference()).config.rootfs.diff_ids);
+
+    writeFileSync(join(ctx, 'app', 'f21.txt'), 'and again\n');
+    const fresh = await build(t, true);
+    expect(linkedStatus(fresh.events)).toBeUndefined();
+    sameLayers(fresh.result.config.rootfs.diff_ids, (await reference()).config.rootfs.diff_ids);
+  });
+});
