@@ -3,13 +3,13 @@
  * from its previous result (same content, owner, mode, times) instead of copying them: the layer
  * must come out byte for byte as a plain copy's, and anything uncertain is copied.
  */
-import { chmodSync, lstatSync, mkdirSync, readdirSync, symlinkSync, utimesSync, writeFileSync, linkSync } from 'node:fs';
+import { chmodSync, constants, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync, linkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Digest } from '@mybuild/oci';
-import { OverlaySnapshotter, chainIds } from '@mybuild/layer-store';
+import { OverlaySnapshotter, chainIds, sys } from '@mybuild/layer-store';
 import type { BuildEvent, BuildResult } from '@mybuild/builder';
-import { type TestStore, canBuild, runBuild, testStore } from './executor-helpers.js';
+import { type TestStore, canBuild, failBuild, runBuild, testStore, unpackRootfs } from './executor-helpers.js';
 
 const DOCKERFILE = `FROM busybox
 COPY app /app
@@ -130,5 +130,49 @@ describe.skipIf(!canBuild)('COPY links unchanged files from its previous result'
     const fresh = await build(t, true);
     expect(linkedStatus(fresh.events)).toBeUndefined();
     sameLayers(fresh.result.config.rootfs.diff_ids, (await reference()).config.rootfs.diff_ids);
+  });
+
+  it('COPY --parents neither links nor records: a path it overwrote cannot be linked from a stale record later', async () => {
+    const p = await testStore('mybuild-donor-parents-');
+    try {
+      const pctx = join(p.dir, 'ctx');
+      mkdirSync(join(pctx, 'x', 'y'), { recursive: true });
+      mkdirSync(join(pctx, 'y'), { recursive: true });
+      writeFileSync(join(pctx, 'x', 'y', 'f'), 'AAAA');
+      writeFileSync(join(pctx, 'y', 'f'), 'BBBB');
+      const T = Math.floor(Date.now() / 1000) - 3600; // same whole-second mtimes, as an unpacked tarball has
+      for (const f of ['x/y/f', 'y/f']) utimesSync(join(pctx, f), T, T);
+      const dockerfile = 'FROM busybox\nCOPY --parents x/./ y/* /dest/\n';
+      await runBuild(p, { contextDir: pctx, dockerfile, tags: ['p:1'] });
+      expect(readFileSync(join(await unpackRootfs(p, 'p:1'), 'dest/y/f'), 'utf8')).toBe('BBBB');
+      rmSync(join(pctx, 'y', 'f')); // now /dest/y/f comes from x/y/f
+      const r = await runBuild(p, { contextDir: pctx, dockerfile, tags: ['p:2'] });
+      expect(linkedStatus(r.events)).toBeUndefined();
+      expect(readFileSync(join(await unpackRootfs(p, 'p:2'), 'dest/y/f'), 'utf8')).toBe('AAAA');
+    } finally {
+      await p.cleanup();
+    }
+  });
+
+  it('a 0:0 character device (a layer’s deletion marker) is refused, written directly or through the overlay', async () => {
+    const d = await testStore('mybuild-donor-wh-');
+    try {
+      const dctx = join(d.dir, 'ctx');
+      mkdirSync(join(dctx, 'app'), { recursive: true });
+      writeFileSync(join(dctx, 'app', 'keep'), 'k');
+      sys().mknod(join(dctx, 'app', 'wh'), constants.S_IFCHR | 0o600, 0, 0);
+      for (const direct of ['1', '0']) {
+        process.env.MYBUILD_COPY_DIRECT = direct;
+        try {
+          const { error } = await failBuild(d, { contextDir: dctx, dockerfile: 'FROM busybox\nCOPY app /newdir/\n', tags: ['w:1'] });
+          expect(error.message).toMatch(direct === '1' ? /0:0 character device/ : /0:0 character device|EPERM|not permitted/);
+        } finally {
+          delete process.env.MYBUILD_COPY_DIRECT;
+        }
+      }
+      await expect(d.store.images.resolve('w:1')).rejects.toThrow();
+    } finally {
+      await d.cleanup();
+    }
   });
 });

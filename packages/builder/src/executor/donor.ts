@@ -11,7 +11,7 @@
  * version, count, chain length; the chain ID; count × 32 bytes of sha256; the paths,
  * NUL-separated.
  */
-import { type Stats, mkdirSync, readFileSync } from 'node:fs';
+import { type Stats, mkdirSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { type StorePaths, writeFileAtomic } from '@mybuild/layer-store';
 import { listDir } from './source.js';
@@ -50,7 +50,15 @@ export class Donor {
     const dir = slash < 0 ? '' : rel.slice(0, slash);
     if (dir !== this.#listed || this.#entries === undefined) {
       this.#listed = dir;
-      this.#entries = new Map(listDir(dir === '' ? this.root : `${this.root}/${dir}`).map((c) => [c.name, c.st]));
+      const path = dir === '' ? this.root : `${this.root}/${dir}`;
+      // a symlink on the way (the donor's tree is not this copy's) lists nothing: nothing is linked from outside it
+      let real: string | undefined;
+      try {
+        real = realpathSync(path);
+      } catch {
+        real = undefined;
+      }
+      this.#entries = real === path ? new Map(listDir(path).map((c) => [c.name, c.st])) : new Map();
     }
     return this.#entries.get(rel.slice(slash + 1));
   }
@@ -79,8 +87,14 @@ export function loadDonor(paths: StorePaths, slot: string, snapshotDir: (chain: 
   const hashesAt = HEADER + chainLen;
   const pathsAt = hashesAt + count * 32;
   if (buf.length < pathsAt) return undefined;
-  const root = snapshotDir(buf.toString('utf8', HEADER, hashesAt));
-  if (root === undefined) return undefined;
+  const dir = snapshotDir(buf.toString('utf8', HEADER, hashesAt));
+  if (dir === undefined) return undefined;
+  let root: string;
+  try {
+    root = realpathSync(dir); // (the listings below compare against real paths)
+  } catch {
+    return undefined;
+  }
   const names = count === 0 ? [] : buf.toString('utf8', pathsAt).split('\0');
   if (names.length !== count) return undefined;
   const index = new Map<string, number>();

@@ -209,14 +209,22 @@ export class Copier {
         linkSync(this.#host(first), target);
       } else {
         const donated = key === undefined ? this.#fromDonor(src, srcRel, st, targetRel) : undefined;
+        let linked = false;
         if (donated !== undefined) {
           // the donor's file has this owner, mode and times already: nothing to set
-          linkSync(donated, target);
-          this.linked++;
-        } else this.#copyFile(src, srcRel, st, target);
+          try {
+            linkSync(donated, target);
+            linked = true;
+            this.linked++;
+          } catch (err) {
+            // too many links, another filesystem, not allowed: copied as if there were no donor
+            if (!['EMLINK', 'EXDEV', 'EPERM', 'ENOENT'].includes(errnoCode(err) ?? '')) throw err;
+          }
+        }
+        if (!linked) this.#copyFile(src, srcRel, st, target);
         if (key === undefined && this.placed) this.placed.set(targetRel, src.fileHash(srcRel, st));
         this.#readahead?.consumed(st.size);
-        if (donated !== undefined) {
+        if (linked) {
           this.stats.files++;
           this.stats.bytes += st.size;
           return;
@@ -232,6 +240,14 @@ export class Copier {
       symlinkSync(readlinkSync(srcHost), target);
     } else {
       const [major, minor] = sys().devnums(st.rdev);
+      if (st.isCharacterDevice() && major === 0 && minor === 0) {
+        // what overlayfs takes for a deletion marker: through the overlay mknod fails (EPERM),
+        // written straight into a layer directory it would turn into one
+        throw new MyBuildError('UNSUPPORTED', `cannot copy /${srcRel}: a 0:0 character device is how a layer marks a deleted file`, {
+          where: `/${targetRel}`,
+          hint: 'leave it out of the context (.dockerignore)',
+        });
+      }
       sys().mknod(target, st.mode, major, minor);
     }
 

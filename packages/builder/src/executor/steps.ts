@@ -385,7 +385,9 @@ export async function execCopy(x: ExecContext, step: CopyStep, parent: LayerRef[
       };
       const chownByName = step.chown !== undefined && !/^[0-9]*(:[0-9]*)?$/.test(step.chown);
       const direct = !link && writesOnlyNew(step.dest, mounts);
-      if (direct) reuseHere = reuse;
+      // Only plain paths from the context (their hashes are known; --parents copies with a copier
+      // of its own, whose files the record would miss)
+      if (direct && !step.unpack && step.sources.every((item, i) => item.kind === 'path' && parentsInclude(step, i) === undefined)) reuseHere = reuse;
       if (link || direct) {
         // --link: the layer is made on its own (no lower directories), as BuildKit's merge op
         // does. A destination no lower layer has anything of (its first component is new): the

@@ -93,7 +93,8 @@ export class LocalContentStore implements ContentStore {
 
   /** The blob's file exists (a deferred record does not count). */
   #hasFile(digest: Digest): boolean {
-    return existsSync(this.path(digest));
+    // ENOENT is "absent"; any other error is reported, as an async stat's was
+    return statSync(this.path(digest), { throwIfNoEntry: false }) !== undefined;
   }
 
   /**
