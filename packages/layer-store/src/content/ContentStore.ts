@@ -16,6 +16,7 @@ import {
 } from '@mybuild/oci';
 import type { BlobInfo, ContentStore, ContentWriter, IngestStatus, StorePaths } from '../api.js';
 import { layerTar } from '../diff/layerTar.js';
+import { OverlaySnapshotter } from '../snapshot/OverlaySnapshotter.js';
 import type { DiffMode } from '../diff/walkLayer.js';
 import { acquireLock, type Lock } from '../lock.js';
 import { sys } from '../native.js';
@@ -163,25 +164,18 @@ export class LocalContentStore implements ContentStore {
    * The tar of a deferred blob, made from its snapshot and checked as it streams (always: the
    * check is what tells a snapshot changed since the build from the layer it was).
    */
-  async #readDeferred(rec: DeferredBlob): Promise<Readable> {
-    const snapDir = join(this.paths.snapshots, digestHex(rec.snapshot as Digest));
-    let info: { name?: unknown; kind?: unknown };
-    try {
-      info = JSON.parse(await readFile(join(snapDir, 'info.json'), 'utf8')) as typeof info;
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-      info = {};
-    }
-    if (info.name !== rec.snapshot || info.kind !== 'committed') {
+  #readDeferred(rec: DeferredBlob): Readable {
+    const fs = OverlaySnapshotter.committedFs(this.paths, rec.snapshot);
+    if (fs === undefined) {
       throw new MyBuildError('NOT_FOUND', `layer ${rec.digest} is kept as snapshot ${rec.snapshot}, which is missing`, {
-        where: snapDir,
+        where: rec.snapshot,
         hint: 'build the image again (with --no-cache) or pull it',
       });
     }
-    const tar = layerTar(join(snapDir, 'fs'), { mode: rec.mode });
+    const tar = layerTar(fs, { mode: rec.mode });
     const changed = (detail: string) =>
       new MyBuildError('DIGEST_MISMATCH', `layer ${rec.digest}: snapshot ${rec.snapshot} changed since the build (${detail})`, {
-        where: snapDir,
+        where: fs,
         hint: 'something wrote into the store; build the image again with --no-cache',
       });
     const hash = createHash('sha256');
@@ -225,17 +219,7 @@ export class LocalContentStore implements ContentStore {
     if (!this.#hasFile(digest)) {
       const rec = await this.deferred(digest);
       if (!rec) throw notFound(digest);
-      const w = await this.writer(`materialize-${digest}`, { expected: digest, size: rec.size });
-      try {
-        if (!this.#hasFile(digest)) {
-          if (w.offset > 0) await w.reset();
-          await pipeline(await this.#readDeferred(rec), w.stream());
-          await w.commit();
-        } else await w.abort();
-      } catch (err) {
-        await w.abort().catch(() => {});
-        throw err;
-      }
+      await this.put(this.#readDeferred(rec), { digest, size: rec.size });
     }
     await unlink(this.#deferredPath(digest)).catch((err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
@@ -243,79 +227,69 @@ export class LocalContentStore implements ContentStore {
     return this.info(digest);
   }
 
-  /** The blob's file, else its deferred record. */
-  async #openOrDeferred(digest: Digest): Promise<FileHandle | DeferredBlob> {
+  /** The blob's file (open) and size, else its deferred record and size. */
+  async #openBlob(digest: Digest): Promise<{ size: number; file: FileHandle; deferred?: undefined } | { size: number; file?: undefined; deferred: DeferredBlob }> {
+    let file: FileHandle;
     try {
-      return await open(this.path(digest), 'r');
+      file = await open(this.path(digest), 'r');
     } catch (err) {
       if (errnoCode(err) !== 'ENOENT') throw err;
+      const deferred = await this.deferred(digest);
+      if (!deferred) throw notFound(digest);
+      return { size: deferred.size, deferred };
     }
-    const d = await this.deferred(digest);
-    if (!d) throw notFound(digest);
-    return d;
+    try {
+      return { size: (await file.stat()).size, file };
+    } catch (err) {
+      await file.close();
+      throw err;
+    }
   }
 
   /**
    * Stream a blob from `start`. With `verify`, the whole blob is hashed (the bytes before
    * `start` too) and the stream fails with DIGEST_MISMATCH at its end when the file was altered.
+   * A deferred blob is always checked as it is made.
    */
   async read(digest: Digest, opts: { verify?: boolean; start?: number } = {}): Promise<Readable> {
     const start = opts.start ?? 0;
     if (!Number.isSafeInteger(start) || start < 0) {
       throw new MyBuildError('INVALID_ARGUMENT', `bad read offset ${start}`, { where: digest });
     }
-    const fh = await this.#openOrDeferred(digest);
-    if (!('fd' in fh)) {
-      if (start > fh.size) throw new MyBuildError('INVALID_ARGUMENT', `read offset ${start} is past the blob's end (${fh.size} bytes)`, { where: digest });
-      const tar = await this.#readDeferred(fh);
-      if (start === 0) return tar;
-      const skip = new SkipBytes(start);
-      pipeline(tar, skip).catch(() => {});
-      return skip;
+    const blob = await this.#openBlob(digest);
+    if (start > blob.size) {
+      await blob.file?.close();
+      throw new MyBuildError('INVALID_ARGUMENT', `read offset ${start} is past the blob's end (${blob.size} bytes)`, { where: digest });
     }
-    let size: number;
-    try {
-      size = (await fh.stat()).size;
-    } catch (err) {
-      await fh.close();
-      throw err;
-    }
-    if (start > size) {
-      await fh.close();
-      throw new MyBuildError('INVALID_ARGUMENT', `read offset ${start} is past the blob's end (${size} bytes)`, { where: digest });
-    }
-    if (!opts.verify) return fh.createReadStream({ start, highWaterMark: READ_CHUNK });
-    const file = fh.createReadStream({ start: 0, highWaterMark: READ_CHUNK });
-    const verifier = new VerifyingStream({ digest, size, what: `blob ${digest}` });
-    // pipeline destroys every stream with the first error, so the consumer of the last one sees it.
-    if (start === 0) {
-      pipeline(file, verifier).catch(() => {});
-      return verifier;
-    }
+    let whole: Readable;
+    if (blob.file) {
+      if (!opts.verify) return blob.file.createReadStream({ start, highWaterMark: READ_CHUNK });
+      const verifier = new VerifyingStream({ digest, size: blob.size, what: `blob ${digest}` });
+      // pipeline destroys every stream with the first error, so the consumer of the last one sees it.
+      pipeline(blob.file.createReadStream({ start: 0, highWaterMark: READ_CHUNK }), verifier).catch(() => {});
+      whole = verifier;
+    } else whole = this.#readDeferred(blob.deferred);
+    if (start === 0) return whole;
     const skip = new SkipBytes(start);
-    pipeline(file, verifier, skip).catch(() => {});
+    pipeline(whole, skip).catch(() => {});
     return skip;
   }
 
   async readBytes(digest: Digest, maxSize: number): Promise<Buffer> {
-    const fh = await this.#openOrDeferred(digest);
-    if (!('fd' in fh)) {
-      if (fh.size > maxSize) {
-        throw new MyBuildError('SIZE_EXCEEDED', `blob has ${fh.size} bytes, more than the ${maxSize} allowed for it`, { where: digest, hint: 'manifests and configs are small; this blob is not one' });
-      }
-      const parts: Buffer[] = [];
-      for await (const b of await this.#readDeferred(fh)) parts.push(b as Buffer);
-      return Buffer.concat(parts);
-    }
+    const blob = await this.#openBlob(digest);
     try {
-      const size = (await fh.stat()).size;
-      if (size > maxSize) {
-        throw new MyBuildError('SIZE_EXCEEDED', `blob has ${size} bytes, more than the ${maxSize} allowed for it`, {
+      if (blob.size > maxSize) {
+        throw new MyBuildError('SIZE_EXCEEDED', `blob has ${blob.size} bytes, more than the ${maxSize} allowed for it`, {
           where: digest,
           hint: 'manifests and configs are small; this blob is not one',
         });
       }
-      const data = await fh.readFile();
+      if (!blob.file) {
+        const parts: Buffer[] = [];
+        for await (const b of this.#readDeferred(blob.deferred)) parts.push(b as Buffer);
+        return Buffer.concat(parts);
+      }
+      const data = await blob.file.readFile();
       const actual = `${digestAlgorithm(digest)}:${createHash(digestAlgorithm(digest)).update(data).digest('hex')}`;
       if (actual !== digest) {
         throw new MyBuildError('DIGEST_MISMATCH', `blob on disk has digest ${actual}`, {
@@ -325,7 +299,7 @@ export class LocalContentStore implements ContentStore {
       }
       return data;
     } finally {
-      await fh.close();
+      await blob.file?.close();
     }
   }
 
@@ -429,7 +403,7 @@ export class LocalContentStore implements ContentStore {
     for await (const entry of handle) {
       if (!entry.isFile() || !HEX.sha256.test(entry.name)) continue;
       const digest = `sha256:${entry.name}` as Digest;
-      if (existsSync(this.path(digest))) continue; // listed above
+      if (this.#hasFile(digest)) continue; // listed above
       let rec: DeferredBlob | undefined;
       try {
         rec = await this.deferred(digest);

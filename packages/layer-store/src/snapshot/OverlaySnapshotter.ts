@@ -50,6 +50,18 @@ export const MOUNT_DATA_MAX = 4095;
 
 const COMMITTED_NAME = /^sha256:[a-f0-9]{64}$/;
 
+/** `dir/info.json`, or undefined when the directory or the file is not there. */
+function readInfoFile(dir: string): InfoFile | undefined {
+  let text: string;
+  try {
+    text = readFileSync(join(dir, 'info.json'), 'utf8');
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return undefined;
+    throw err;
+  }
+  return JSON.parse(text) as InfoFile;
+}
+
 function sha256Hex(s: string): string {
   return createHash('sha256').update(s).digest('hex');
 }
@@ -85,6 +97,17 @@ export class OverlaySnapshotter implements Snapshotter {
   /** Directory id of the committed snapshot `name`. */
   static committedId(name: string): string {
     return COMMITTED_NAME.test(name) ? name.slice('sha256:'.length) : `n-${sha256Hex(name)}`;
+  }
+
+  /**
+   * The files of committed snapshot `name` in the store at `paths` (its `fs` directory), or
+   * undefined when there is no such committed snapshot. For readers that hold no snapshotter
+   * (the content store's deferred blobs).
+   */
+  static committedFs(paths: StorePaths, name: string): string | undefined {
+    const dir = join(paths.snapshots, OverlaySnapshotter.committedId(name));
+    const info = readInfoFile(dir);
+    return info?.kind === 'committed' && info.name === name ? join(dir, 'fs') : undefined;
   }
 
   /** Directory id of the active snapshot or view `key`. */
@@ -318,14 +341,8 @@ export class OverlaySnapshotter implements Snapshotter {
 
   /** Read info.json; an active directory holding a committed info is a commit cut short: still active. */
   #readInfo(id: string): InfoFile | undefined {
-    let text: string;
-    try {
-      text = readFileSync(join(this.#dir(id), 'info.json'), 'utf8');
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return undefined;
-      throw err;
-    }
-    const info = JSON.parse(text) as InfoFile;
+    const info = readInfoFile(this.#dir(id));
+    if (!info) return undefined;
     if (id.startsWith('k-') && info.kind === 'committed') {
       return { name: info.key ?? info.name, kind: 'active', ...(info.parent ? { parent: info.parent } : {}), created: info.created };
     }
