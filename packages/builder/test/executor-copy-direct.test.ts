@@ -4,13 +4,13 @@
  * through the overlay makes (MYBUILD_COPY_DIRECT=0), and a destination a lower layer touches
  * (a directory, a symlink, a whiteout) still goes through the overlay.
  */
-import { chmodSync, linkSync, lstatSync, mkdirSync, readdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, linkSync, lstatSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Digest } from '@mybuild/oci';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writesOnlyNew } from '../src/executor/steps.js';
-import { type TestStore, canBuild, runBuild, testStore, unpackRootfs } from './executor-helpers.js';
+import { type TestStore, ageTree, canBuild, runBuild, testStore, unpackRootfs } from './executor-helpers.js';
 
 const DOCKERFILE = `FROM busybox
 RUN mkdir -p /srv/data /gone && ln -s /srv/data /linked && echo base > /srv/data/base.txt && touch /gone/old
@@ -62,15 +62,7 @@ describe.skipIf(!canBuild)('COPY straight into the upper directory', () => {
     chmodSync(join(ctx, 'app', 'run.sh'), 0o755);
     linkSync(join(ctx, 'app', 'f1.txt'), join(ctx, 'app', 'hard'));
     symlinkSync('f2.txt', join(ctx, 'app', 'sym'));
-    const old = Date.now() / 1000 - 3600;
-    const walk = (d: string): void => {
-      for (const n of readdirSync(d)) {
-        const p = join(d, n);
-        if (lstatSync(p).isDirectory()) walk(p);
-        if (!lstatSync(p).isSymbolicLink()) utimesSync(p, old, old);
-      }
-    };
-    walk(ctx);
+    ageTree(ctx);
   });
   afterAll(async () => {
     await direct?.cleanup();

@@ -3,13 +3,13 @@
  * from its previous result (same content, owner, mode, times) instead of copying them: the layer
  * must come out byte for byte as a plain copy's, and anything uncertain is copied.
  */
-import { chmodSync, constants, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync, linkSync } from 'node:fs';
+import { chmodSync, constants, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync, linkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Digest } from '@mybuild/oci';
 import { OverlaySnapshotter, chainIds, sys } from '@mybuild/layer-store';
 import type { BuildEvent, BuildResult } from '@mybuild/builder';
-import { type TestStore, canBuild, failBuild, runBuild, testStore, unpackRootfs } from './executor-helpers.js';
+import { type TestStore, ageTree, canBuild, failBuild, runBuild, testStore, unpackRootfs } from './executor-helpers.js';
 
 const DOCKERFILE = `FROM busybox
 COPY app /app
@@ -47,15 +47,7 @@ describe.skipIf(!canBuild)('COPY links unchanged files from its previous result'
     linkSync(join(ctx, 'app', 'a-link-target'), join(ctx, 'app', 'b-hardlink'));
     symlinkSync('f1.txt', join(ctx, 'app', 'symlink'));
     writeFileSync(join(ctx, 'app', 'empty'), '');
-    const old = Date.now() / 1000 - 3600; // older than the stat cache's racy window
-    const walk = (d: string): void => {
-      for (const n of readdirSync(d)) {
-        const p = join(d, n);
-        if (lstatSync(p).isDirectory()) walk(p);
-        if (!lstatSync(p).isSymbolicLink()) utimesSync(p, old, old);
-      }
-    };
-    walk(ctx);
+    ageTree(ctx);
   });
   afterAll(async () => {
     await t?.cleanup();

@@ -4,7 +4,7 @@
  * filesystem (types, modes, owners, content hashes, link targets) read from its unpacked layers.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Descriptor, MediaType } from '@mybuild/oci';
@@ -84,6 +84,19 @@ export async function failBuild(t: TestStore, opts: RunBuild): Promise<{ error: 
     return { error: err as Error, events };
   }
   throw new Error('the build succeeded but should have failed');
+}
+
+/**
+ * Set the times of everything below `dir` (symlinks aside) an hour back: older than the stat
+ * cache's racy window, as a real checkout's files are.
+ */
+export function ageTree(dir: string): void {
+  const old = Date.now() / 1000 - 3600;
+  for (const n of readdirSync(dir)) {
+    const p = join(dir, n);
+    if (lstatSync(p).isDirectory()) ageTree(p);
+    if (!lstatSync(p).isSymbolicLink()) utimesSync(p, old, old);
+  }
 }
 
 /** Unpack the image `ref` into a fresh directory; returns it. */

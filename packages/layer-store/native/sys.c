@@ -767,15 +767,18 @@ static napi_value js_scandir(napi_env env, napi_callback_info info) {
 
 #define MOUNT_DATA_CAP 4096 // the kernel copies one page of mount data: longer would be cut
 
+typedef enum { OP_MOUNT, OP_UMOUNT, OP_SYNCFS } mount_op_kind;
+static const char *const OP_SYSCALL[] = {"mount", "umount2", "syncfs"};
+static const char *const OP_WORK_NAME[] = {"mybuild.mount", "mybuild.umount", "mybuild.syncfs"};
+
 typedef struct {
   napi_async_work work;
   napi_deferred deferred;
-  int umount;
-  int syncfs; // syncfs(2) of the filesystem holding `target` instead
+  mount_op_kind kind;
   unsigned long flags;
   int err;
   char source[PATH_MAX_LEN];
-  char target[PATH_MAX_LEN];
+  char target[PATH_MAX_LEN]; // for syncfs: a path on the filesystem
   char fstype[NAME_MAX_LEN];
   char data[MOUNT_DATA_CAP];
 } mount_op_t;
@@ -783,14 +786,21 @@ typedef struct {
 static void mount_execute(napi_env env, void *data) {
   mount_op_t *m = data;
   int r;
-  if (m->syncfs) {
-    int fd = open(m->target, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    r = fd < 0 ? -1 : syncfs(fd);
-    int e = errno;
-    if (fd >= 0) close(fd);
-    errno = e;
-  } else if (m->umount) r = umount2(m->target, (int)m->flags);
-  else r = mount(m->source[0] ? m->source : NULL, m->target, m->fstype[0] ? m->fstype : NULL, m->flags, m->data[0] ? m->data : NULL);
+  switch (m->kind) {
+    case OP_SYNCFS: {
+      int fd = open(m->target, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+      r = fd < 0 ? -1 : syncfs(fd);
+      int e = errno;
+      if (fd >= 0) close(fd);
+      errno = e;
+      break;
+    }
+    case OP_UMOUNT:
+      r = umount2(m->target, (int)m->flags);
+      break;
+    default:
+      r = mount(m->source[0] ? m->source : NULL, m->target, m->fstype[0] ? m->fstype : NULL, m->flags, m->data[0] ? m->data : NULL);
+  }
   m->err = r == 0 ? 0 : errno;
 }
 
@@ -801,7 +811,7 @@ static void mount_complete(napi_env env, napi_status status, void *data) {
     napi_get_undefined(env, &u);
     napi_resolve_deferred(env, m->deferred, u);
   } else {
-    napi_reject_deferred(env, m->deferred, errno_error(env, m->err, m->syncfs ? "syncfs" : m->umount ? "umount2" : "mount", m->target));
+    napi_reject_deferred(env, m->deferred, errno_error(env, m->err, OP_SYSCALL[m->kind], m->target));
   }
   napi_delete_async_work(env, m->work);
   free(m);
@@ -810,16 +820,26 @@ static void mount_complete(napi_env env, napi_status status, void *data) {
 static napi_value queue_mount(napi_env env, mount_op_t *m) {
   napi_value promise, name;
   napi_create_promise(env, &m->deferred, &promise);
-  napi_create_string_utf8(env, m->syncfs ? "mybuild.syncfs" : m->umount ? "mybuild.umount" : "mybuild.mount", NAPI_AUTO_LENGTH, &name);
+  napi_create_string_utf8(env, OP_WORK_NAME[m->kind], NAPI_AUTO_LENGTH, &name);
   napi_create_async_work(env, NULL, name, mount_execute, mount_complete, m, &m->work);
   napi_queue_async_work(env, m->work);
   return promise;
 }
 
-static mount_op_t *new_mount_op(napi_env env, int umount) {
+// A new operation on the non-empty path `target_v`; NULL (with a JS exception) when out of
+// memory or the path is not a string of < 4096 bytes without NUL.
+static mount_op_t *new_mount_op(napi_env env, mount_op_kind kind, napi_value target_v) {
   mount_op_t *m = calloc(1, sizeof *m);
-  if (!m) napi_throw_error(env, NULL, "out of memory");
-  else m->umount = umount;
+  if (!m) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  m->kind = kind;
+  if (get_string(env, target_v, m->target, sizeof m->target) != 0 || m->target[0] == 0) {
+    free(m);
+    napi_throw_type_error(env, NULL, "the target path must be a non-empty string of < 4096 bytes without NUL");
+    return NULL;
+  }
   return m;
 }
 
@@ -834,11 +854,11 @@ static int get_flags(napi_env env, napi_value v, unsigned long *out) {
 // '' for source, fstype or data passes NULL. Rejects with the errno name as `code`.
 static napi_value js_mount(napi_env env, napi_callback_info info) {
   ARGS(5);
-  mount_op_t *m = new_mount_op(env, 0);
+  mount_op_t *m = new_mount_op(env, OP_MOUNT, argv[1]);
   if (!m) return NULL;
-  if (get_string(env, argv[0], m->source, sizeof m->source) != 0 || get_string(env, argv[1], m->target, sizeof m->target) != 0 || m->target[0] == 0) {
+  if (get_string(env, argv[0], m->source, sizeof m->source) != 0) {
     free(m);
-    TYPE_ERROR("source and target must be strings of < 4096 bytes without NUL (target not empty)");
+    TYPE_ERROR("source must be a string of < 4096 bytes without NUL");
   }
   if (get_string(env, argv[2], m->fstype, sizeof m->fstype) != 0) {
     free(m);
@@ -858,12 +878,8 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
 // umount(target, flags) -> Promise<void>: umount2(2) on the thread pool.
 static napi_value js_umount(napi_env env, napi_callback_info info) {
   ARGS(2);
-  mount_op_t *m = new_mount_op(env, 1);
+  mount_op_t *m = new_mount_op(env, OP_UMOUNT, argv[0]);
   if (!m) return NULL;
-  if (get_string(env, argv[0], m->target, sizeof m->target) != 0 || m->target[0] == 0) {
-    free(m);
-    TYPE_ERROR("target must be a non-empty string of < 4096 bytes without NUL");
-  }
   if (get_flags(env, argv[1], &m->flags) != 0) {
     free(m);
     TYPE_ERROR("flags must be an unsigned 32-bit integer");
@@ -875,14 +891,8 @@ static napi_value js_umount(napi_env env, napi_callback_info info) {
 // filesystem holding `path` (one call instead of an fsync per file and directory).
 static napi_value js_syncfs(napi_env env, napi_callback_info info) {
   ARGS(1);
-  mount_op_t *m = new_mount_op(env, 0);
-  if (!m) return NULL;
-  m->syncfs = 1;
-  if (get_string(env, argv[0], m->target, sizeof m->target) != 0 || m->target[0] == 0) {
-    free(m);
-    TYPE_ERROR("path must be a non-empty string of < 4096 bytes without NUL");
-  }
-  return queue_mount(env, m);
+  mount_op_t *m = new_mount_op(env, OP_SYNCFS, argv[0]);
+  return m ? queue_mount(env, m) : NULL;
 }
 
 static napi_value init(napi_env env, napi_value exports) {
