@@ -78,3 +78,14 @@ export function sys(): NativeSys {
   cached = createRequire(import.meta.url)(found) as NativeSys;
   return cached;
 }
+
+/**
+ * A native sha256 context and the addon, or undefined when this Node's OpenSSL does not export
+ * the functions or MYBUILD_NATIVE_HASH=0 asks for node:crypto (A/B measurements).
+ */
+export function nativeSha256(): { native: NativeSys; h: NativeSha256 } | undefined {
+  if (process.env.MYBUILD_NATIVE_HASH === '0') return undefined;
+  const native = sys();
+  const h = native.sha256Create();
+  return h ? { native, h } : undefined;
+}

@@ -25,7 +25,7 @@ import { Snapshots } from './snapshots.js';
 import { FileSource } from './source.js';
 import { StatCache } from './statCache.js';
 import { loadDonor, saveDonor } from './donor.js';
-import { type CopyReuse, type ExecContext, copySourcesHash, execCopy, execRun, execWorkdir, normalizeSource, resolveCopySources } from './steps.js';
+import { type CopyReuse, type ExecContext, copyMayReuse, copySourcesHash, execCopy, execRun, execWorkdir, normalizeSource, resolveCopySources } from './steps.js';
 import type { BuildOptions, BuildResult, LayerRef } from './types.js';
 
 /** A stage's filesystem and history as its steps leave them. */
@@ -366,16 +366,19 @@ async function runStage(
 }
 
 /**
- * A COPY from the context (not `--link`, not `--no-cache`): its donor — the files its last run
- * placed, for those that did not change to be linked instead of copied — and a record to fill.
+ * A COPY that may reuse its last run's files (see copyMayReuse; not with `--no-cache`): its
+ * donor — the files that run placed, for those that did not change to be linked instead of
+ * copied — and a record to fill.
  */
 function copyReuse(x: ExecContext, step: CopyStep, parentKey: string): CopyReuse | undefined {
-  if (step.from.kind !== 'context' || step.link || x.opts.noCache) return undefined;
-  const donor = loadDonor(x.store.paths, copySlot(parentKey, step), (chain) => {
-    const dir = x.snapshots.sn.dir(chain);
-    return existsSync(dir) ? dir : undefined;
-  });
-  return { ...(donor ? { donor } : {}), linked: 0 };
+  if (!copyMayReuse(step) || x.opts.noCache) return undefined;
+  return {
+    donor: () =>
+      loadDonor(x.store.paths, copySlot(parentKey, step), (chain) => {
+        const dir = x.snapshots.sn.dir(chain);
+        return existsSync(dir) ? dir : undefined;
+      }),
+  };
 }
 
 /** The slot of a COPY: its cache key without the content of what it copies. */

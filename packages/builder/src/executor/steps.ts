@@ -302,13 +302,21 @@ function parentsInclude(step: CopyStep, i: number): IgnoreMatcher | undefined {
   return pattern === '' ? undefined : new IgnoreMatcher([pattern]);
 }
 
-/** A COPY from the context may link the files of its last run, and records what it placed for the next. */
+/**
+ * Whether a COPY may link the files of its last run and record what it places: plain paths
+ * from the context only (their hashes are known; `--parents` copies with a copier of its own,
+ * whose files the record would miss; `--link` layers stand on their own).
+ */
+export function copyMayReuse(step: CopyStep): boolean {
+  return step.from.kind === 'context' && !step.link && !step.unpack && step.sources.every((item, i) => item.kind === 'path' && parentsInclude(step, i) === undefined);
+}
+
+/** A COPY that may link the files of its last run (see {@link copyMayReuse}), and records what it placed for the next. */
 export interface CopyReuse {
-  donor?: Donor;
+  /** that last run's files (read only when the copy goes straight into its upper directory) */
+  donor(): Donor | undefined;
   /** filled by execCopy: each regular file it placed and its content hash (none: nothing to record) */
   placed?: PlacedFiles;
-  /** files linked from the donor instead of copied */
-  linked: number;
 }
 
 export async function execCopy(x: ExecContext, step: CopyStep, parent: LayerRef[], info: StepInfo, contextMatches: Map<number, string[]> | undefined, reuse?: CopyReuse): Promise<LayerRef> {
@@ -332,12 +340,13 @@ export async function execCopy(x: ExecContext, step: CopyStep, parent: LayerRef[
     return await x.snapshots.layer(parent, async (mounts, upper) => {
       // Linking from the donor: only into a fresh upper directory written directly (below).
       let reuseHere: CopyReuse | undefined;
+      let donor: Donor | undefined;
       const fill = async (root: string, chownRoot: string) => {
         const options = {
           ...(step.chown !== undefined ? { chown: resolveOwner(chownRoot, step.chown) } : {}),
           ...(step.chmod !== undefined ? { chmod: step.chmod } : {}),
           ...(exclude ? { exclude } : {}),
-          ...(reuseHere ? { record: true, ...(reuseHere.donor ? { donor: reuseHere.donor } : {}) } : {}),
+          ...(reuseHere ? { record: true, ...(donor ? { donor } : {}) } : {}),
         };
         const copier = new Copier(root, options);
         try {
@@ -369,8 +378,6 @@ export async function execCopy(x: ExecContext, step: CopyStep, parent: LayerRef[
           }
           if (reuseHere && copier.placed) {
             if (copier.placed.size > 0) reuseHere.placed = encodePlaced(copier.placed);
-            delete reuseHere.donor; // its index is not needed any more
-            reuseHere.linked = copier.linked;
             if (copier.linked > 0) info.vertex.status(`${copier.linked} unchanged file(s) linked from the previous build of this step`);
           }
         } catch (err) {
@@ -385,9 +392,10 @@ export async function execCopy(x: ExecContext, step: CopyStep, parent: LayerRef[
       };
       const chownByName = step.chown !== undefined && !/^[0-9]*(:[0-9]*)?$/.test(step.chown);
       const direct = !link && writesOnlyNew(step.dest, mounts);
-      // Only plain paths from the context (their hashes are known; --parents copies with a copier
-      // of its own, whose files the record would miss)
-      if (direct && !step.unpack && step.sources.every((item, i) => item.kind === 'path' && parentsInclude(step, i) === undefined)) reuseHere = reuse;
+      if (direct && reuse) {
+        reuseHere = reuse;
+        donor = reuse.donor();
+      }
       if (link || direct) {
         // --link: the layer is made on its own (no lower directories), as BuildKit's merge op
         // does. A destination no lower layer has anything of (its first component is new): the

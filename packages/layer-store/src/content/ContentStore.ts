@@ -19,7 +19,7 @@ import { layerTar } from '../diff/layerTar.js';
 import { OverlaySnapshotter } from '../snapshot/OverlaySnapshotter.js';
 import type { DiffMode } from '../diff/walkLayer.js';
 import { acquireLock, type Lock } from '../lock.js';
-import { sys } from '../native.js';
+import { nativeSha256, sys } from '../native.js';
 import { writeFileAtomic } from '../paths.js';
 
 const CHUNK = 1 << 20;
@@ -682,28 +682,26 @@ const WRITEBACK_BYTES = 8 << 20;
 const APPEND_MAX_BUFFERS = 1024;
 
 function ingestHash(algorithm: string): IngestHash {
-  if (algorithm === 'sha256' && process.env.MYBUILD_NATIVE_HASH !== '0') {
-    const native = sys();
-    const h = native.sha256Create();
-    if (h) {
-      let unsynced = 0;
-      return {
-        update: (buf) => native.sha256Update(h, buf),
-        async append(fh, bufs) {
-          let written = 0;
-          for (let i = 0; i < bufs.length; i += APPEND_MAX_BUFFERS) {
-            const part = bufs.slice(i, i + APPEND_MAX_BUFFERS);
-            const bytes = part.reduce((n, b) => n + b.length, 0);
-            unsynced += bytes;
-            const kick = unsynced >= WRITEBACK_BYTES;
-            if (kick) unsynced = 0;
-            written += await native.appendHashed(fh.fd, h, part, kick);
-          }
-          return written;
-        },
-        digest: () => native.sha256Digest(h),
-      };
-    }
+  const sha = algorithm === 'sha256' ? nativeSha256() : undefined;
+  if (sha) {
+    const { native, h } = sha;
+    let unsynced = 0;
+    return {
+      update: (buf) => native.sha256Update(h, buf),
+      async append(fh, bufs) {
+        let written = 0;
+        for (let i = 0; i < bufs.length; i += APPEND_MAX_BUFFERS) {
+          const part = bufs.slice(i, i + APPEND_MAX_BUFFERS);
+          const bytes = part.reduce((n, b) => n + b.length, 0);
+          unsynced += bytes;
+          const kick = unsynced >= WRITEBACK_BYTES;
+          if (kick) unsynced = 0;
+          written += await native.appendHashed(fh.fd, h, part, kick);
+        }
+        return written;
+      },
+      digest: () => native.sha256Digest(h),
+    };
   }
   const hash = createHash(algorithm);
   return {

@@ -6,7 +6,7 @@ import { type Compression, type Digest, MyBuildError, layerMediaTypeFor } from '
 import type { ContentStore, ContentWriter } from '../api.js';
 import { type LayerTarOptions, type TarStats, TAR_CHUNK, layerTar } from './layerTar.js';
 import { zstdNapi } from '../lazy.js';
-import { sys } from '../native.js';
+import { nativeSha256 } from '../native.js';
 
 export interface WriteLayerOptions extends LayerTarOptions {
   /** Where the blob goes (through a content writer: checked, fsynced, renamed into blobs/). */
@@ -204,9 +204,8 @@ export interface HashedLayer {
 export async function hashLayer(dir: string, opts: LayerTarOptions): Promise<HashedLayer> {
   const stats: TarStats = { entries: 0, bytes: 0 };
   const chunkSize = opts.chunkSize ?? TAR_CHUNK;
-  const native = process.env.MYBUILD_NATIVE_HASH === '0' ? undefined : sys();
-  const h = native?.sha256Create() ?? undefined;
-  if (!native || !h) {
+  const sha = nativeSha256();
+  if (!sha) {
     const hash = createHash('sha256');
     const reuse: Buffer[] = [];
     for (const chunk of layerTar(dir, opts, stats, reuse)) {
@@ -216,6 +215,7 @@ export async function hashLayer(dir: string, opts: LayerTarOptions): Promise<Has
     return { diffId: `sha256:${hash.digest('hex')}` as Digest, size: stats.bytes, entries: stats.entries };
   }
   // One hash call at a time per context: the chunks made while one runs go in the next call.
+  const { native, h } = sha;
   const reuse: Buffer[] = [];
   let queued: Buffer[] = [];
   let running: Promise<void> | undefined;
