@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: `mybuild build` against buildah and BuildKit, three Dockerfiles.
-#   mybuild:  mybuild --root R build -t bench/x:1 -f DOCKERFILE CONTEXT
+#   mybuild:  mybuild --root R build -t bench/x:1 -f DOCKERFILE CONTEXT (the command as npm
+#             installs it: packages/cli/dist/mybuild.cjs run as a program)
 #   buildah:  buildah --root R --runroot RR --storage-driver overlay bud --layers --isolation oci
 #             --runtime /usr/sbin/runc --tls-verify=false --network host -t bench/x:1 -f ...
 #   BuildKit: DOCKER_BUILDKIT=1 /usr/bin/docker build --network host -t bench/x:1 -f ... against a
@@ -355,7 +356,7 @@ build() {
   case "$sc" in a) ctx="$ctx_a" ;; *) ctx="$work/ctx-$sc" ;; esac
   case "$tool" in
     mb)
-      bench_timed "mb-$sc-$step" 1 node "$MYBUILD_CLI" --root "$mb_root" --progress plain \
+      bench_timed "mb-$sc-$step" 1 "$MYBUILD_CLI" --root "$mb_root" --progress plain \
         build -t bench/x:1 -f "$dockerfiles/$sc" "$ctx"
       ;;
     bh) # buildah prints its steps on stdout: send them to the log
@@ -454,7 +455,10 @@ if [[ "$only" == *c* ]]; then
   for ((i = 1; i <= runs; i++)); do
     BENCH_WARM=0 bench_timed floor-node-cold 0 node -e 0
     BENCH_WARM=1 bench_timed floor-node-warm 0 node -e 0
-    BENCH_WARM=1 bench_timed floor-mb-version 0 node "$MYBUILD_CLI" version
+    BENCH_WARM=1 bench_timed floor-mb-version 0 "$MYBUILD_CLI" version
+    # Node 20 builds its CA store at start when NODE_EXTRA_CA_CERTS is set (the mybuild command
+    # defers that: packages/cli/loader.cjs); the floor without it, when it is set here
+    if [ -n "${NODE_EXTRA_CA_CERTS:-}" ]; then BENCH_WARM=1 bench_timed floor-node-noca 0 env -u NODE_EXTRA_CA_CERTS node -e 0; fi
   done
   results+=(c)
 fi
@@ -486,6 +490,9 @@ for sc in "${results[@]}"; do
       rss_target c cold cached change
       printf '  floor (same runs): node -e 0 %.2f s after a page-cache drop, %.2f s warm; mybuild version %.2f s warm\n' \
         "$(median 1 "$work/floor-node-cold")" "$(median 1 "$work/floor-node-warm")" "$(median 1 "$work/floor-mb-version")"
+      if [ -f "$work/floor-node-noca" ]; then
+        printf '  (NODE_EXTRA_CA_CERTS is set here: node -e 0 without it %.2f s warm)\n' "$(median 1 "$work/floor-node-noca")"
+      fi
       ;;
   esac
   echo

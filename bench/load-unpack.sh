@@ -39,8 +39,8 @@ for gib in "${sizes[@]}"; do
   for ((i = 1; i <= runs; i++)); do
     printf 'bench: %s GiB, run %d/%d\n' "$gib" "$i" "$runs"
     rm -rf "$work/store" "$work/rootfs-mb" "$work/oci" "$work/rootfs-peer"
-    bench_timed mb-load 1 node "$MYBUILD_CLI" --root "$work/store" --progress quiet load -i "$archive"
-    bench_timed mb-unpack 1 node "$MYBUILD_CLI" --root "$work/store" --progress quiet unpack "$ref" "$work/rootfs-mb"
+    bench_timed mb-load 1 "$MYBUILD_CLI" --root "$work/store" --progress quiet load -i "$archive"
+    bench_timed mb-unpack 1 "$MYBUILD_CLI" --root "$work/store" --progress quiet unpack "$ref" "$work/rootfs-mb"
     rm -rf "$work/store" "$work/rootfs-mb"
     bench_timed peer-copy 1 skopeo copy -q "docker-archive:$archive" "oci:$work/oci:bench"
     bench_timed peer-unpack 1 umoci raw unpack "${umoci_flags[@]}" --image "$work/oci:bench" "$work/rootfs-peer"

@@ -32,7 +32,7 @@ mkdir -p "$work"
 
 trap 'stop_registry; rm -rf "$work"' EXIT
 
-mb() { node "$MYBUILD_CLI" --progress quiet "$@"; }
+mb() { "$MYBUILD_CLI" --progress quiet "$@"; }
 
 for gib in "${sizes[@]}"; do
   layout="$cache/random-${gib}g.oci"
@@ -49,10 +49,10 @@ for gib in "${sizes[@]}"; do
   for ((i = 1; i <= runs; i++)); do
     printf 'bench: %s GiB, run %d/%d\n' "$gib" "$i" "$runs"
     start_registry
-    bench_timed mb-push 0 node "$MYBUILD_CLI" --root "$work/store-src" --progress quiet push "$ref" "$reg/bench/mb:1"
-    BENCH_WARM=1 bench_timed mb-repush 0 node "$MYBUILD_CLI" --root "$work/store-src" --progress quiet push "$ref" "$reg/bench/mb:1"
+    bench_timed mb-push 0 "$MYBUILD_CLI" --root "$work/store-src" --progress quiet push "$ref" "$reg/bench/mb:1"
+    BENCH_WARM=1 bench_timed mb-repush 0 "$MYBUILD_CLI" --root "$work/store-src" --progress quiet push "$ref" "$reg/bench/mb:1"
     rm -rf "$work/store-pull"
-    bench_timed mb-pull 1 node "$MYBUILD_CLI" --root "$work/store-pull" --progress quiet pull "$reg/bench/mb:1"
+    bench_timed mb-pull 1 "$MYBUILD_CLI" --root "$work/store-pull" --progress quiet pull "$reg/bench/mb:1"
     rm -rf "$work/store-pull"
     stop_registry
 

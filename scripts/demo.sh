@@ -14,7 +14,7 @@ if [ ! -f "$MYBUILD_CLI" ]; then
   echo "demo: error: $MYBUILD_CLI is missing (the build should have made it: make build)" >&2
   exit 1
 fi
-mybuild() { node "$MYBUILD_CLI" "$@"; }
+mybuild() { "$MYBUILD_CLI" "$@"; }
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
 say() { printf '\n%s# %s%s\n' "$bold" "$*" "$plain"; }
 show() {

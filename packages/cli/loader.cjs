@@ -1,5 +1,23 @@
-#!/usr/bin/env node
-// The `mybuild` executable (copied to dist/mybuild.cjs by build.mjs). It runs the bundled CLI,
+#!/bin/sh
+':' /*
+# The `mybuild` command: this file is both a shell script and the CLI's JavaScript entry. Run
+# as a command, the shell runs these lines (JavaScript sees a string and a comment): Node 20
+# reads NODE_EXTRA_CA_CERTS as it starts and builds its whole CA store then, 30-50 ms on every
+# command; moved to MYBUILD_NODE_EXTRA_CA_CERTS, it is put back and trusted by mybuild itself,
+# only when it opens a TLS connection (src/extraca.ts). Not with --use-openssl-ca, where
+# Node's store is OpenSSL's and not the one mybuild would make. `node mybuild.cjs` starts here
+# too: Node reads the variable itself then.
+case ${NODE_EXTRA_CA_CERTS:+set}:${NODE_OPTIONS-} in
+  set:*openssl-ca*) ;;
+  set:*)
+    MYBUILD_NODE_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS
+    export MYBUILD_NODE_EXTRA_CA_CERTS
+    unset NODE_EXTRA_CA_CERTS
+    ;;
+esac
+exec node "$0" "$@"
+*/
+// The `mybuild` executable (copied to dist/mybuild.cjs by build.mjs). Node runs the bundled CLI,
 // dist/mybuild.bundle.cjs, compiled with V8's code cache when one is at hand: every command
 // otherwise spends 10-45 ms compiling its JavaScript again (Node 20 has no module compile
 // cache). The cache of a command is what V8 compiled during its first run, kept per user in

@@ -1,4 +1,7 @@
+import { takeDeferredCa } from './extraca.js';
 import { main } from './main.js';
+
+takeDeferredCa();
 
 process.on('SIGPIPE', () => process.exit(0));
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {

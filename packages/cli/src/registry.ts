@@ -2,7 +2,8 @@
  * What the registry commands share: a RegistryClient built from the global flags
  * (`--insecure-registry`, `--debug`), `$MYBUILD_CONFIG/registries.json` (mirrors, insecure
  * registries, CA files) and the environment (docker's config.json for credentials,
- * `MYBUILD_CA_FILE`), and a renderer of the client's transfer events in docker's words.
+ * `MYBUILD_CA_FILE`, NODE_EXTRA_CA_CERTS when the launcher kept it from Node: extraca.ts),
+ * and a renderer of the client's transfer events in docker's words.
  */
 import { join } from 'node:path';
 import { type Digest, familiarName, MyBuildError, parseReference, type Reference, shortId } from '@mybuild/oci';
@@ -16,6 +17,7 @@ import {
 } from '@mybuild/registry-client';
 import type { GlobalOptions } from './args.js';
 import { userCacheDir } from './cachedir.js';
+import { deferredCaFiles } from './extraca.js';
 import { VERSION } from './main.js';
 import { Progress, type ProgressMode } from './progress.js';
 
@@ -42,11 +44,14 @@ export function registryClient(global: GlobalOptions, extra: Partial<RegistryCli
   const settings = loadRegistriesConfig(file);
   const concurrency = concurrencyFromEnv(env);
   const cache = userCacheDir(env);
+  const extraCa = deferredCaFiles();
+  if (global.debug && extraCa.length > 0) process.stderr.write(`mybuild: debug: NODE_EXTRA_CA_CERTS ${extraCa[0]} is trusted on mybuild's own TLS connections (kept from Node's start)\n`);
   return new RegistryClient({
     userAgent: `mybuild/${VERSION}`,
     insecure: [...settings.insecure, ...global.insecureRegistries],
     mirrors: settings.mirrors,
     registryCaFiles: settings.registryCaFiles,
+    caFiles: extraCa,
     ...(concurrency === undefined ? {} : { concurrency }),
     ...(cache === undefined ? {} : { schemes: fileSchemeMemo(join(cache, 'registries-http.json')) }),
     ...(global.debug ? { debug: (line: string) => process.stderr.write(`mybuild: debug: ${line}\n`) } : {}),

@@ -3,11 +3,14 @@
  * build, a failing RUN as one located error line (with the step's last output above it) and an
  * unchanged store, flags (-f, --build-arg, --target, --label, -q, --iidfile, --secret, -o).
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { writeBusyboxImage } from '@mybuild/fixtures/images.mjs';
 import { cli, ok, run, tempDir } from './helpers.js';
+import { createCa } from '../../../fixtures/src/pki.js';
 import { startRegistry } from '../../../fixtures/src/registry.js';
 
 const canBuild = process.getuid?.() === 0 && existsSync('/usr/sbin/runc') && existsSync('/bin/busybox');
@@ -151,6 +154,34 @@ describe.skipIf(!canBuild)('mybuild build', () => {
     expect(events.some((e) => e.type === 'vertex' && e.name === '[base 2/2] RUN --mount=type=secret,id=tok test "$(cat /run/secrets/tok)" = s3cr3t && echo ok > /ok')).toBe(true);
     expect(r.stderr).not.toContain('s3cr3t"');
     expect(existsSync(join(out, 'index.json'))).toBe(true);
+  });
+
+  test('ADD of an https URL: NODE_EXTRA_CA_CERTS trusted (the command keeps it from Node and trusts it itself), redirects followed', async () => {
+    const ca = createCa(mkdtempSync(join(t.dir, 'pki-')));
+    const pair = ca.issue('downloads', 'server');
+    const server = createServer({ cert: readFileSync(pair.cert), key: readFileSync(pair.key) }, (req, res) => {
+      if (req.url === '/latest') res.writeHead(302, { location: '/files/tool-1.txt' }).end();
+      else if (req.url === '/files/tool-1.txt') res.writeHead(200, { 'last-modified': 'Tue, 01 Jan 2019 00:00:00 GMT' }).end('tool 1\n');
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const dctx = mkdtempSync(join(t.dir, 'ctx-https-'));
+      writeFileSync(join(dctx, 'Dockerfile'), `FROM scratch\nADD https://127.0.0.1:${(server.address() as AddressInfo).port}/latest /tool.txt\n`);
+      const untrusted = await cli(root, ['build', '-q', dctx], { env: { NODE_EXTRA_CA_CERTS: undefined } });
+      expect(untrusted.code).toBe(1);
+      expect(untrusted.stderr.trim().split('\n')).toHaveLength(1);
+      expect(untrusted.stderr).toMatch(/^mybuild: error: Dockerfile:2: ADD .*: downloading https:\/\/127\.0\.0\.1:\d+\/latest failed: .*certificate.*NODE_EXTRA_CA_CERTS/);
+      for (const via of ['command', 'node'] as const) {
+        const out = join(dctx, `out-${via}`);
+        const r = await cli(root, ['build', '--no-cache', '-o', `type=local,dest=${out}`, dctx], { env: { NODE_EXTRA_CA_CERTS: ca.cert }, via });
+        expect(r.code, r.stderr).toBe(0);
+        expect(readFileSync(join(out, 'tool.txt'), 'utf8')).toBe('tool 1\n');
+        expect(statSync(join(out, 'tool.txt')).mtimeMs).toBe(Date.parse('2019-01-01T00:00:00Z'));
+      }
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
   });
 
   test('usage errors exit 2 with one line', async () => {

@@ -20,11 +20,16 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Run the bundled CLI (built by `make build`) with `--root root`. */
-export function cli(root: string, args: string[], opts: { input?: Buffer; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+/**
+ * Run the bundled CLI (built by `make build`) with `--root root`, as the `mybuild` command
+ * (dist/mybuild.cjs executed: its shell lines start Node), or with `via: 'node'` as
+ * `node dist/mybuild.cjs`.
+ */
+export function cli(root: string, args: string[], opts: { input?: Buffer; env?: NodeJS.ProcessEnv; via?: 'command' | 'node' } = {}): Promise<CliResult> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run 'make build' first`);
+  const argv = ['--root', root, ...args];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, '--root', root, ...args], {
+    const child = spawn(opts.via === 'node' ? process.execPath : CLI, opts.via === 'node' ? [CLI, ...argv] : argv, {
       env: { ...process.env, MYBUILD_PROGRESS: 'plain', XDG_CACHE_HOME: TEST_XDG_CACHE, ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });

@@ -4,7 +4,7 @@
  * Bearer tokens from the fixture token server. Checks docker's config.json (mode 0600,
  * `auths[host].auth`) and that no password, auth string or token reaches the output.
  */
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { randomLayer, writeOciArchive } from '@mybuild/fixtures/images.mjs';
@@ -25,7 +25,7 @@ let env: NodeJS.ProcessEnv;
 let dockerConfig: string;
 let manifestDigest: string;
 
-function mb(root: string, args: string[], opts: { input?: Buffer; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+function mb(root: string, args: string[], opts: { input?: Buffer; env?: NodeJS.ProcessEnv; via?: 'command' | 'node' } = {}): Promise<CliResult> {
   return cli(root, args, { ...opts, env: { ...env, ...opts.env } });
 }
 
@@ -122,6 +122,39 @@ describe('htpasswd registry over TLS', () => {
     expect(line).toContain('ca.crt');
     const r = await ok(store, ['--insecure-registry', basic.host, 'tags', `${basic.host}/team/app`], { env: noCa });
     expect(r.stdout).toBe('1\n');
+  });
+
+  test('NODE_EXTRA_CA_CERTS: trusted whether Node or the mybuild command reads it; the processes mybuild starts still get it', async () => {
+    // a credential helper that writes down its environment and answers with the user
+    const bin = join(t.dir, 'helper-bin');
+    const envFile = join(t.dir, 'helper-env.txt');
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(join(bin, 'docker-credential-envrec'), `#!/bin/sh\nenv > '${envFile}'\nread server\nprintf '{"ServerURL":"%s","Username":"${USER}","Secret":"%s"}' "$server" '${PASSWORD}'\n`, { mode: 0o755 });
+    const helperConfig = join(t.dir, 'docker-helper');
+    mkdirSync(helperConfig, { recursive: true });
+    writeFileSync(join(helperConfig, 'config.json'), JSON.stringify({ credHelpers: { [basic.host]: 'envrec' } }));
+    const base = { MYBUILD_CONFIG: join(t.dir, 'nowhere'), DOCKER_CONFIG: helperConfig, PATH: `${bin}:${process.env.PATH ?? ''}` };
+    const args = ['--debug', 'tags', `${basic.host}/team/app`];
+    const kept = /NODE_EXTRA_CA_CERTS .* is trusted on mybuild's own TLS connections \(kept from Node's start\)/;
+
+    expect(oneLineError(await mb(store, args.slice(1), { env: { ...base, NODE_EXTRA_CA_CERTS: undefined } }))).toMatch(/TLS verification of .* failed/);
+    for (const via of ['command', 'node'] as const) {
+      rmSync(envFile, { force: true });
+      const r = await mb(store, args, { env: { ...base, NODE_EXTRA_CA_CERTS: basic.ca!.cert }, via });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe('1\n');
+      // the command kept the file from Node and trusted it itself; `node mybuild.cjs` left it to Node
+      if (via === 'command') expect(r.stderr).toMatch(kept);
+      else expect(r.stderr).not.toMatch(kept);
+      const seen = readFileSync(envFile, 'utf8');
+      expect(seen).toContain(`\nNODE_EXTRA_CA_CERTS=${basic.ca!.cert}\n`);
+      expect(seen).not.toContain('MYBUILD_NODE_EXTRA_CA_CERTS');
+      noSecrets(r);
+    }
+    // a file that cannot be read: a warning as Node gives, then the TLS check fails
+    const missing = await mb(store, args.slice(1), { env: { ...base, NODE_EXTRA_CA_CERTS: join(t.dir, 'missing.pem') } });
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^mybuild: warning: ignoring extra certs from .*missing\.pem \(NODE_EXTRA_CA_CERTS\): ENOENT\nmybuild: error: .*TLS verification/);
   });
 
   test('-p works with docker\'s warning; logout removes the credentials', async () => {

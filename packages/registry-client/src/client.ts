@@ -49,7 +49,7 @@ import {
   selectManifest,
 } from './manifest.js';
 import { DEFAULT_RETRY, type RetryPolicy } from './retry.js';
-import { DEFAULT_CERTS_DIRS, tlsMaterial } from './tls.js';
+import { DEFAULT_CERTS_DIRS, secureContextOnce, tlsMaterial } from './tls.js';
 import { blobExists, uploadBlob, type UploadResult } from './upload.js';
 
 export interface RegistryClientOptions {
@@ -259,7 +259,7 @@ export class RegistryClient {
         let t = this.#tls.get(host);
         if (!t) {
           const m = tlsMaterial(host, certsDirs, [...globalCa, ...(perHostCa.get(host) ?? [])]);
-          t = { rejectUnauthorized: !isInsecure(host), ...(m.ca ? { ca: m.ca } : {}), ...(m.cert ? { cert: m.cert } : {}), ...(m.key ? { key: m.key } : {}) };
+          t = { rejectUnauthorized: !isInsecure(host), ...(m.ca || m.cert ? { context: secureContextOnce(host, m) } : {}) };
           this.#tls.set(host, t);
         }
         return t;

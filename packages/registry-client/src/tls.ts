@@ -5,7 +5,7 @@
  * named in options or `MYBUILD_CA_FILE`.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { rootCertificates } from 'node:tls';
+import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import { join } from 'node:path';
 import { errnoCode, MyBuildError } from '@mybuild/oci';
 
@@ -55,4 +55,23 @@ export function tlsMaterial(host: string, certsDirs: readonly string[], caFiles:
     }
   }
   return { ca: extra.length > 0 ? [...rootCertificates, ...extra] : undefined, cert, key };
+}
+
+/**
+ * The TLS context of `host`'s material, made once on first call. Material Node cannot use (a
+ * file that is no PEM certificate, a key that does not match) fails here with the host named.
+ */
+export function secureContextOnce(host: string, m: TlsMaterial): () => SecureContext {
+  let made: SecureContext | undefined;
+  return () => {
+    if (made) return made;
+    try {
+      made = createSecureContext({ ...(m.ca ? { ca: m.ca } : {}), ...(m.cert ? { cert: m.cert } : {}), ...(m.key ? { key: m.key } : {}) });
+    } catch (err) {
+      throw new MyBuildError('INVALID_ARGUMENT', `TLS material for ${host} is not usable: ${(err as Error).message}`, {
+        hint: `check the CA files and the client certificate and key (certs.d/${host}/, MYBUILD_CA_FILE)`,
+      });
+    }
+    return made;
+  };
 }

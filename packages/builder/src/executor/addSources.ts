@@ -6,10 +6,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, createWriteStream, mkdtempSync, openSync, readSync, rmSync, utimesSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import http, { type IncomingMessage } from 'node:http';
+import https from 'node:https';
+import { Transform } from 'node:stream';
+import type { SecureContext } from 'node:tls';
 import { pipeline } from 'node:stream/promises';
 import { constants, gunzipSync } from 'node:zlib';
-import { type Digest, MyBuildError, sniffCompression } from '@mybuild/oci';
+import { type Digest, errnoCode, MyBuildError, sniffCompression } from '@mybuild/oci';
 import { applyLayer, zstdNapi } from '@mybuild/layer-store';
 
 const SNIFF = 64 * 1024;
@@ -95,15 +98,59 @@ export interface Download {
   digest: Digest;
 }
 
-/** Download `url` as `name` into a fresh directory under `tmpRoot`. */
-export async function download(url: string, name: string, tmpRoot: string, checksum: string | undefined, signal?: AbortSignal): Promise<Download> {
-  let res: Response;
-  try {
-    res = await fetch(url, { redirect: 'follow', ...(signal ? { signal } : {}) });
-  } catch (err) {
-    throw new MyBuildError('UNAVAILABLE', `downloading ${url} failed: ${(err as Error).message}`);
+const MAX_REDIRECTS = 20; // as fetch and Go's http client
+/** TLS errors that mean "signed by a CA not in the trust store". */
+const UNKNOWN_CA = new Set(['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT']);
+const IDLE_MS = 120_000;
+
+/**
+ * GET `url` over node:http(s), following redirects; resolves with a 2xx response. `tls` is the
+ * context for https (undefined: Node's default).
+ */
+async function get(url: URL, tls: (() => SecureContext) | undefined, signal: AbortSignal | undefined): Promise<IncomingMessage> {
+  for (let hops = 0; ; hops++) {
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`redirected to ${url.protocol} (only http and https are fetched)`);
+    const secure = url.protocol === 'https:';
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      const req = (secure ? https : http).get(url, {
+        // identity: the file as the server keeps it, never decoded by us (a .tar.gz stays one)
+        headers: { 'user-agent': 'mybuild', 'accept-encoding': 'identity' },
+        ...(secure && tls ? { secureContext: tls() } : {}),
+        ...(signal ? { signal } : {}),
+      });
+      req.setTimeout(IDLE_MS, () => req.destroy(new Error(`no data for ${IDLE_MS / 1000} s`)));
+      req.once('response', resolve);
+      req.once('error', reject);
+    });
+    const status = res.statusCode ?? 0;
+    const location = res.headers.location;
+    if (status < 300 || status >= 400 || location === undefined || ![301, 302, 303, 307, 308].includes(status)) return res;
+    res.resume();
+    if (hops >= MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
+    url = new URL(location, url);
   }
-  if (!res.ok || !res.body) throw new MyBuildError(res.status === 404 ? 'NOT_FOUND' : 'UNAVAILABLE', `downloading ${url} failed: HTTP ${res.status}`);
+}
+
+/**
+ * Download `url` as `name` into a fresh directory under `tmpRoot`; `tls` is the context for
+ * https (default: Node's).
+ */
+export async function download(url: string, name: string, tmpRoot: string, checksum: string | undefined, signal?: AbortSignal, tls?: () => SecureContext): Promise<Download> {
+  let res: IncomingMessage;
+  try {
+    res = await get(new URL(url), tls, signal);
+  } catch (err) {
+    if (err instanceof MyBuildError) throw err;
+    if (signal?.aborted && signal.reason instanceof MyBuildError) throw signal.reason;
+    const unknownCa = UNKNOWN_CA.has(errnoCode(err) ?? '');
+    const hint = unknownCa ? "the server's certificate comes from a CA Node does not know: name its CA file in NODE_EXTRA_CA_CERTS" : undefined;
+    throw new MyBuildError('UNAVAILABLE', `downloading ${url} failed: ${(err as Error).message}`, hint ? { hint } : {});
+  }
+  const status = res.statusCode ?? 0;
+  if (status < 200 || status >= 300) {
+    res.resume();
+    throw new MyBuildError(status === 404 ? 'NOT_FOUND' : 'UNAVAILABLE', `downloading ${url} failed: HTTP ${status}`);
+  }
   const dir = mkdtempSync(join(tmpRoot, `url-${randomBytes(4).toString('hex')}-`));
   const file = join(dir, name);
   const hash = createHash('sha256');
@@ -114,13 +161,13 @@ export async function download(url: string, name: string, tmpRoot: string, check
         cb(null, chunk);
       },
     });
-    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>), hasher, createWriteStream(file, { mode: 0o600 }));
+    await pipeline(res, hasher, createWriteStream(file, { mode: 0o600 }));
     chmodSync(file, 0o600);
     const digest = `sha256:${hash.digest('hex')}` as Digest;
     if (checksum !== undefined && checksum !== digest) {
       throw new MyBuildError('DIGEST_MISMATCH', `${url} has digest ${digest}, not the --checksum ${checksum}`);
     }
-    const modified = res.headers.get('last-modified');
+    const modified = res.headers['last-modified'];
     const t = modified ? Date.parse(modified) : Number.NaN;
     if (!Number.isNaN(t)) utimesSync(file, t / 1000, t / 1000);
     return { dir, name, digest };

@@ -400,7 +400,7 @@ async function stepInputs(x: ExecContext, step: PlanStep, contextKeys: ContextKe
       if (item.kind !== 'url') continue;
       let files = x.downloads.get(step);
       if (!files) x.downloads.set(step, (files = new Map()));
-      const d = await download(item.url, item.filename, x.store.paths.tmp, step.checksum, x.opts.signal);
+      const d = await download(item.url, item.filename, x.store.paths.tmp, step.checksum, x.opts.signal, x.opts.httpsContext);
       files.set(i, d);
       urls.push(`${i}:${d.digest}`);
     }

@@ -1,4 +1,5 @@
 /** The executor's options, result and progress events. */
+import type { SecureContext } from 'node:tls';
 import type { Compression, Descriptor, Digest, ImageConfig } from '@mybuild/oci';
 import type { Store } from '@mybuild/layer-store';
 import type { RegistryClient } from '@mybuild/registry-client';
@@ -40,6 +41,8 @@ export interface BuildOptions {
   /** Progress events (see {@link BuildEvent}). */
   onEvent?: (e: BuildEvent) => void;
   signal?: AbortSignal;
+  /** The TLS context for ADD of https URLs (default: Node's, with its roots). */
+  httpsContext?: () => SecureContext;
   /** Stages built at once (default 2). */
   concurrency?: number;
   /** Sandbox state dir and OCI runtime (defaults: the sandbox's). */

@@ -5,6 +5,7 @@ import { type BuildEvent, BuildStepError, type OutputSpec, type SecretSource, bu
 import type { RegistryClient } from '@mybuild/registry-client';
 import type { CommandContext } from '../main.js';
 import { parseCommand, usageError } from '../args.js';
+import { deferredCaContext } from '../extraca.js';
 import { open } from '../store.js';
 
 const HELP = `Usage: mybuild build [OPTIONS] CONTEXT
@@ -101,6 +102,7 @@ export async function run(ctx: CommandContext): Promise<number> {
     client ??= registryClient(ctx.global);
     return client;
   };
+  const httpsContext = deferredCaContext();
   try {
     const result = await build({
       store,
@@ -118,6 +120,7 @@ export async function run(ctx: CommandContext): Promise<number> {
       network,
       secrets,
       registry,
+      ...(httpsContext ? { httpsContext } : {}),
       onEvent: (e) => {
         if (e.type !== 'warning') lastVertex = Math.max(lastVertex, e.id);
         printer.onEvent(e);
