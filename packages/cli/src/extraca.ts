@@ -3,12 +3,12 @@
  * CA store with it, as it starts: 30–50 ms on every command, TLS or not. The `mybuild` command
  * (the shell lines at the top of loader.cjs) moves the variable to MYBUILD_NODE_EXTRA_CA_CERTS
  * before Node starts; {@link takeDeferredCa}, the first thing the process does, puts it back for
- * the processes mybuild starts, and mybuild's own TLS connections (registries, ADD URLs) trust
- * the file beside Node's roots, building that store only when one is opened. Run as
+ * the processes mybuild starts, and mybuild's own TLS connections (registries, ADD URLs: the
+ * callers of {@link deferredCaFiles}) trust the file beside Node's roots, building that store
+ * only when one is opened. Run as
  * `node dist/mybuild.cjs`, Node reads the variable itself and none of this applies.
  */
-import { accessSync, constants, readFileSync } from 'node:fs';
-import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
+import { accessSync, constants } from 'node:fs';
 import { errnoCode } from '@mybuild/oci';
 
 let deferred: string | undefined;
@@ -41,13 +41,4 @@ export function deferredCaFiles(): string[] {
     process.stderr.write(`mybuild: warning: ignoring extra certs from ${deferred} (NODE_EXTRA_CA_CERTS): ${errnoCode(err) ?? (err as Error).message}\n`);
   }
   return files;
-}
-
-let context: SecureContext | undefined;
-
-/** The TLS context with Node's roots and the deferred file, made on first call; undefined when nothing was deferred. */
-export function deferredCaContext(): (() => SecureContext) | undefined {
-  const [file] = deferredCaFiles();
-  if (file === undefined) return undefined;
-  return () => (context ??= createSecureContext({ ca: [...rootCertificates, readFileSync(file, 'utf8')] }));
 }

@@ -41,7 +41,7 @@ export {
   selectManifest,
 } from './manifest.js';
 export { DEFAULT_RETRY, parseRetryAfter, type RetryPolicy } from './retry.js';
-export { DEFAULT_CERTS_DIRS } from './tls.js';
+export { caContext, DEFAULT_CERTS_DIRS } from './tls.js';
 export { type UploadResult } from './upload.js';
 export { type SchemeMemo } from './context.js';
 export { fileSchemeMemo } from './schemes.js';

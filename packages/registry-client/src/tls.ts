@@ -54,24 +54,57 @@ export function tlsMaterial(host: string, certsDirs: readonly string[], caFiles:
       }
     }
   }
-  return { ca: extra.length > 0 ? [...rootCertificates, ...extra] : undefined, cert, key };
+  return { ca: extra.length > 0 ? withRoots(extra) : undefined, cert, key };
 }
 
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g;
+const pemBody = (pem: string) => pem.replace(/-----[A-Z ]+-----|\s+/g, '');
+let roots: Set<string> | undefined;
+
 /**
- * The TLS context of `host`'s material, made once on first call. Material Node cannot use (a
- * file that is no PEM certificate, a key that does not match) fails here with the host named.
+ * Node's roots and the extra CA texts, as the `ca` option wants them. A certificate of an extra
+ * text that is one of Node's roots is left out (a system bundle named as a CA file repeats most
+ * of them, and every certificate costs parsing time whenever a context is made); the rest of
+ * each text is kept as it is.
  */
-export function secureContextOnce(host: string, m: TlsMaterial): () => SecureContext {
+export function withRoots(extra: readonly string[]): string[] {
+  roots ??= new Set(rootCertificates.map(pemBody));
+  const known = roots;
+  return [...rootCertificates, ...extra.map((text) => text.replace(PEM_CERT, (block) => (known.has(pemBody(block)) ? '' : block)))];
+}
+
+/** Contexts made, by their material: hosts that share CAs and certificate share one. */
+const contexts = new Map<string, SecureContext>();
+
+/**
+ * The TLS context of `what`'s material (a host's), made on first call, or the one made before
+ * for the same material. Material Node cannot use (a key that does not match its certificate)
+ * fails here, with `what` named.
+ */
+export function secureContextOnce(what: string, m: TlsMaterial): () => SecureContext {
   let made: SecureContext | undefined;
   return () => {
     if (made) return made;
+    const id = JSON.stringify([m.ca ?? [], m.cert ?? '', m.key ?? '']);
+    made = contexts.get(id);
+    if (made) return made;
     try {
       made = createSecureContext({ ...(m.ca ? { ca: m.ca } : {}), ...(m.cert ? { cert: m.cert } : {}), ...(m.key ? { key: m.key } : {}) });
+      contexts.set(id, made);
     } catch (err) {
-      throw new MyBuildError('INVALID_ARGUMENT', `TLS material for ${host} is not usable: ${(err as Error).message}`, {
-        hint: `check the CA files and the client certificate and key (certs.d/${host}/, MYBUILD_CA_FILE)`,
+      throw new MyBuildError('INVALID_ARGUMENT', `TLS material for ${what} is not usable: ${(err as Error).message}`, {
+        hint: 'check the CA files (certs.d/HOST/*.crt, MYBUILD_CA_FILE, NODE_EXTRA_CA_CERTS) and the client certificate and key',
       });
     }
     return made;
   };
+}
+
+/**
+ * A context trusting Node's roots and the CA files named, made on first call (for https
+ * connections other than a registry's, such as ADD of a URL).
+ */
+export function caContext(files: readonly string[]): () => SecureContext {
+  let get: (() => SecureContext) | undefined;
+  return () => (get ??= secureContextOnce(`CA files ${files.join(', ')}`, { ca: withRoots(files.map(read)), cert: undefined, key: undefined }))();
 }

@@ -3,10 +3,11 @@
  * insecure), client certificates, and Bearer tokens from the fixture token server (anonymous
  * pulls, scoped pushes, OAuth2 POST and GET fallbacks, identity tokens, expiry, invalid_token).
  */
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
+import { rootCertificates } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -88,6 +89,12 @@ describe('TLS and Basic auth (htpasswd)', () => {
 
     const viaEnv = client({ credentials: creds, certsDirs: [], env: { MYBUILD_CA_FILE: basicTls.ca!.cert } });
     expect((await viaEnv.getManifest(`${basicTls.host}/proj/app:1`)).descriptor.digest).toBe(img.descriptor.digest);
+
+    // a bundle with Node's roots and the CA (the roots are left out of the list, the CA is not)
+    const bundle = join(tmp, 'bundle.pem');
+    writeFileSync(bundle, `${rootCertificates.join('\n')}\n${readFileSync(basicTls.ca!.cert, 'utf8')}`);
+    const viaBundle = client({ credentials: creds, certsDirs: [], caFiles: [bundle] });
+    expect((await viaBundle.getManifest(`${basicTls.host}/proj/app:1`)).descriptor.digest).toBe(img.descriptor.digest);
 
     const insecure = client({ credentials: creds, certsDirs: [], insecure: [basicTls.host] });
     expect((await insecure.getManifest(`${basicTls.host}/proj/app:1`)).descriptor.digest).toBe(img.descriptor.digest);

@@ -2,10 +2,10 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { MyBuildError, errnoCode } from '@mybuild/oci';
 import { type BuildEvent, BuildStepError, type OutputSpec, type SecretSource, build, createProgressPrinter, exportImage, parseOutput, parsePlatform, type ProgressUiMode } from '@mybuild/builder';
-import type { RegistryClient } from '@mybuild/registry-client';
+import { caContext, type RegistryClient } from '@mybuild/registry-client';
 import type { CommandContext } from '../main.js';
 import { parseCommand, usageError } from '../args.js';
-import { deferredCaContext } from '../extraca.js';
+import { deferredCaFiles } from '../extraca.js';
 import { open } from '../store.js';
 
 const HELP = `Usage: mybuild build [OPTIONS] CONTEXT
@@ -102,7 +102,8 @@ export async function run(ctx: CommandContext): Promise<number> {
     client ??= registryClient(ctx.global);
     return client;
   };
-  const httpsContext = deferredCaContext();
+  const extraCa = deferredCaFiles();
+  const httpsContext = extraCa.length > 0 ? caContext(extraCa) : undefined;
   try {
     const result = await build({
       store,
