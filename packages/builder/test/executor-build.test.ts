@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'n
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { gunzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createProgressPrinter, runtimeSpec } from '@mybuild/builder';
 import { runcFailure } from '../src/sandbox/runInSandbox.js';
@@ -52,6 +52,14 @@ describe.skipIf(!canBuild)('builds', () => {
       if (req.url === '/file.txt') {
         res.writeHead(200, { 'Last-Modified': 'Tue, 01 Jan 2019 00:00:00 GMT', 'Content-Type': 'text/plain' });
         res.end(served);
+      } else if (req.url === '/encoded.txt') {
+        // sent gzip-encoded whatever was asked (as an object stored with that metadata is)
+        res.writeHead(200, { 'Content-Encoding': 'gzip' });
+        res.end(gzipSync('decoded on the way\n'));
+      } else if (req.url === '/cut.bin') {
+        res.writeHead(200, { 'Content-Length': '100000' });
+        res.write(Buffer.alloc(1000, 1));
+        setTimeout(() => res.destroy(), 20);
       } else {
         res.writeHead(404);
         res.end();
@@ -115,6 +123,17 @@ RUN --mount=type=secret,id=val,target=/etc/val.txt,mode=0440,uid=1000 stat -c '%
     served = 'new content\n';
     const changed = await runBuild(t, { contextDir: ctx, dockerfile, tags: ['add-url:latest'] });
     expect(changed.result.stepsRun).toBe(2);
+  });
+
+  it('ADD of a URL: a gzip Content-Encoding is decoded; a body cut short is a located error and nothing is kept', async () => {
+    const ok = await runBuild(t, { contextDir: ctx, dockerfile: `FROM busybox\nADD ${url}/encoded.txt /e.txt\n`, tags: ['add-enc:latest'] });
+    expect(ok.result.stepsRun).toBe(1);
+    expect(describePath(await unpackRootfs(t, 'add-enc:latest'), '/e.txt')).toMatchObject({ type: 'file', text: 'decoded on the way\n' });
+    const before = readdirSync(t.store.paths.tmp);
+    const cut = await failBuild(t, { contextDir: ctx, dockerfile: `FROM busybox\nADD ${url}/cut.bin /c\n` });
+    expect((cut.error as { where?: string }).where).toBe('Dockerfile:2');
+    expect(cut.error.message).toMatch(new RegExp(`downloading ${url}/cut\\.bin failed: `));
+    expect(readdirSync(t.store.paths.tmp)).toEqual(before);
   });
 
   it('checks ADD --checksum', async () => {

@@ -4,11 +4,11 @@
  * (the shell lines at the top of loader.cjs) moves the variable to MYBUILD_NODE_EXTRA_CA_CERTS
  * before Node starts; {@link takeDeferredCa}, the first thing the process does, puts it back for
  * the processes mybuild starts, and mybuild's own TLS connections (registries, ADD URLs: the
- * callers of {@link deferredCaFiles}) trust the file beside Node's roots, building that store
- * only when one is opened. Run as
+ * callers of {@link deferredCaFiles}) trust the file beside Node's default store, as Node
+ * would, building that store only when one is opened. Run as
  * `node dist/mybuild.cjs`, Node reads the variable itself and none of this applies.
  */
-import { accessSync, constants } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { errnoCode } from '@mybuild/oci';
 
 let deferred: string | undefined;
@@ -35,7 +35,7 @@ export function deferredCaFiles(): string[] {
   files = [];
   if (deferred === undefined) return files;
   try {
-    accessSync(deferred, constants.R_OK);
+    readFileSync(deferred); // as Node does: a file that cannot be read is left out
     files.push(deferred);
   } catch (err) {
     process.stderr.write(`mybuild: warning: ignoring extra certs from ${deferred} (NODE_EXTRA_CA_CERTS): ${errnoCode(err) ?? (err as Error).message}\n`);

@@ -2,7 +2,7 @@ import { spawn, execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
@@ -30,7 +30,8 @@ export function cli(root: string, args: string[], opts: { input?: Buffer; env?: 
   const argv = ['--root', root, ...args];
   return new Promise((resolve, reject) => {
     const child = spawn(opts.via === 'node' ? process.execPath : CLI, opts.via === 'node' ? [CLI, ...argv] : argv, {
-      env: { ...process.env, MYBUILD_PROGRESS: 'plain', XDG_CACHE_HOME: TEST_XDG_CACHE, ...opts.env },
+      // the command starts the `node` first in PATH: this one, the tests' own
+      env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`, MYBUILD_PROGRESS: 'plain', XDG_CACHE_HOME: TEST_XDG_CACHE, ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     const out: Buffer[] = [];

@@ -4,10 +4,11 @@
  * Bearer tokens from the fixture token server. Checks docker's config.json (mode 0600,
  * `auths[host].auth`) and that no password, auth string or token reaches the output.
  */
-import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { randomLayer, writeOciArchive } from '@mybuild/fixtures/images.mjs';
+import { createCa } from '../../../fixtures/src/pki.js';
 import { startRegistry, type TestRegistry } from '../../../fixtures/src/registry.js';
 import { startTokenServer, type TokenServer } from '../../../fixtures/src/token-server.js';
 import { cli, type CliResult, tempDir } from './helpers.js';
@@ -134,10 +135,11 @@ describe('htpasswd registry over TLS', () => {
     mkdirSync(helperConfig, { recursive: true });
     writeFileSync(join(helperConfig, 'config.json'), JSON.stringify({ credHelpers: { [basic.host]: 'envrec' } }));
     const base = { MYBUILD_CONFIG: join(t.dir, 'nowhere'), DOCKER_CONFIG: helperConfig, PATH: `${bin}:${process.env.PATH ?? ''}` };
-    const args = ['--debug', 'tags', `${basic.host}/team/app`];
+    const args = ['--debug', 'tags', `${basic.host}/team/nodeca`];
     const kept = /NODE_EXTRA_CA_CERTS .* is trusted on mybuild's own TLS connections \(kept from Node's start\)/;
 
     expect(oneLineError(await mb(store, args.slice(1), { env: { ...base, NODE_EXTRA_CA_CERTS: undefined } }))).toMatch(/TLS verification of .* failed/);
+    await ok(store, ['push', 'app:1', `${basic.host}/team/nodeca:1`], { env: { ...base, NODE_EXTRA_CA_CERTS: basic.ca!.cert } });
     for (const via of ['command', 'node'] as const) {
       rmSync(envFile, { force: true });
       const r = await mb(store, args, { env: { ...base, NODE_EXTRA_CA_CERTS: basic.ca!.cert }, via });
@@ -147,14 +149,24 @@ describe('htpasswd registry over TLS', () => {
       if (via === 'command') expect(r.stderr).toMatch(kept);
       else expect(r.stderr).not.toMatch(kept);
       const seen = readFileSync(envFile, 'utf8');
-      expect(seen).toContain(`\nNODE_EXTRA_CA_CERTS=${basic.ca!.cert}\n`);
+      expect(seen.split('\n')).toContain(`NODE_EXTRA_CA_CERTS=${basic.ca!.cert}`);
       expect(seen).not.toContain('MYBUILD_NODE_EXTRA_CA_CERTS');
       noSecrets(r);
     }
-    // a file that cannot be read: a warning as Node gives, then the TLS check fails
-    const missing = await mb(store, args.slice(1), { env: { ...base, NODE_EXTRA_CA_CERTS: join(t.dir, 'missing.pem') } });
-    expect(missing.code).toBe(1);
-    expect(missing.stderr).toMatch(/^mybuild: warning: ignoring extra certs from .*missing\.pem \(NODE_EXTRA_CA_CERTS\): ENOENT\nmybuild: error: .*TLS verification/);
+    // a file that cannot be read (missing, a directory): a warning as Node gives, then the TLS check fails
+    for (const [bad, code] of [[join(t.dir, 'missing.pem'), 'ENOENT'], [t.dir, 'EISDIR']] as const) {
+      const r = await mb(store, args.slice(1), { env: { ...base, NODE_EXTRA_CA_CERTS: bad } });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`^mybuild: warning: ignoring extra certs from \\S+ \\(NODE_EXTRA_CA_CERTS\\): ${code}\nmybuild: error: .*TLS verification`));
+    }
+    // the same CA named for the host too: one context holds both, and its other CAs are still trusted
+    const other = createCa(mkdtempSync(join(t.dir, 'pki-')));
+    const both = { ...base, MYBUILD_CA_FILE: other.cert, NODE_EXTRA_CA_CERTS: basic.ca!.cert };
+    for (const via of ['command', 'node'] as const) {
+      const r = await mb(store, args.slice(1), { env: both, via });
+      expect(r.code, `${via}: ${r.stderr}`).toBe(0);
+      expect(r.stdout).toBe('1\n');
+    }
   });
 
   test('-p works with docker\'s warning; logout removes the credentials', async () => {

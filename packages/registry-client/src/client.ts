@@ -49,7 +49,7 @@ import {
   selectManifest,
 } from './manifest.js';
 import { DEFAULT_RETRY, type RetryPolicy } from './retry.js';
-import { DEFAULT_CERTS_DIRS, secureContextOnce, tlsMaterial } from './tls.js';
+import { DEFAULT_CERTS_DIRS, readIfReadable, secureContextOnce, tlsMaterial } from './tls.js';
 import { blobExists, uploadBlob, type UploadResult } from './upload.js';
 
 export interface RegistryClientOptions {
@@ -74,7 +74,7 @@ export interface RegistryClientOptions {
   chunkSize?: number;
   /** Receives one line per request and decision; credentials are never in it. */
   debug?: (line: string) => void;
-  /** Environment for `MYBUILD_CA_FILE` (default process.env). */
+  /** Environment for `MYBUILD_CA_FILE` and `NODE_EXTRA_CA_CERTS` (default process.env). */
   env?: NodeJS.ProcessEnv;
   /** Clock for token expiry (tests). */
   clock?: () => number;
@@ -246,6 +246,7 @@ export class RegistryClient {
       const h = host.toLowerCase();
       return insecure.has(h) || insecure.has(h.replace(/:\d+$/, ''));
     };
+    const nodeExtraCa = env.NODE_EXTRA_CA_CERTS || undefined;
     const globalCa = [...(env.MYBUILD_CA_FILE ? env.MYBUILD_CA_FILE.split(delimiter).filter(Boolean) : []), ...(opts.caFiles ?? [])];
     const perHostCa = new Map(Object.entries(opts.registryCaFiles ?? {}).map(([h, files]) => [apiHost(h.toLowerCase()), files]));
     const certsDirs = opts.certsDirs ?? DEFAULT_CERTS_DIRS;
@@ -258,8 +259,15 @@ export class RegistryClient {
       tlsFor: (host) => {
         let t = this.#tls.get(host);
         if (!t) {
-          const m = tlsMaterial(host, certsDirs, [...globalCa, ...(perHostCa.get(host) ?? [])]);
-          t = { rejectUnauthorized: !isInsecure(host), ...(m.ca || m.cert ? { context: secureContextOnce(host, m) } : {}) };
+          const files = [...globalCa, ...(perHostCa.get(host) ?? [])];
+          const m = tlsMaterial(host, certsDirs, files);
+          // A context with CAs of its own starts from a copy of Node's store made without
+          // NODE_EXTRA_CA_CERTS (Node 20): that file is added again, as Node would trust it.
+          if (m.ca && nodeExtraCa && !files.includes(nodeExtraCa)) m.ca.push(...readIfReadable(nodeExtraCa));
+          // an insecure host's certificate is not checked: its CAs do not matter, a client certificate does
+          const insecure = isInsecure(host);
+          const material = insecure ? { ...m, ca: undefined } : m;
+          t = { rejectUnauthorized: !insecure, ...(material.ca || material.cert ? { context: secureContextOnce(host, material) } : {}) };
           this.#tls.set(host, t);
         }
         return t;

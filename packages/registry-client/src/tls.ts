@@ -12,7 +12,7 @@ import { errnoCode, MyBuildError } from '@mybuild/oci';
 export const DEFAULT_CERTS_DIRS = ['/etc/docker/certs.d', '/etc/containers/certs.d'];
 
 export interface TlsMaterial {
-  /** CA certificates: Node's roots plus the extra ones (undefined when there are no extra ones). */
+  /** CA texts (PEM) trusted beside Node's default store (undefined when there are none). */
   ca: string[] | undefined;
   cert: string | undefined;
   key: string | undefined;
@@ -23,6 +23,15 @@ function read(file: string): string {
     return readFileSync(file, 'utf8');
   } catch (err) {
     throw new MyBuildError('INVALID_ARGUMENT', `cannot read TLS file ${file}: ${errnoCode(err) ?? (err as Error).message}`);
+  }
+}
+
+/** The file's text in a list, or an empty list when it cannot be read (NODE_EXTRA_CA_CERTS: Node only warns then). */
+export function readIfReadable(file: string): string[] {
+  try {
+    return [readFileSync(file, 'utf8')];
+  } catch {
+    return [];
   }
 }
 
@@ -54,27 +63,35 @@ export function tlsMaterial(host: string, certsDirs: readonly string[], caFiles:
       }
     }
   }
-  return { ca: extra.length > 0 ? withRoots(extra) : undefined, cert, key };
-}
-
-const PEM_CERT = /-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g;
-const pemBody = (pem: string) => pem.replace(/-----[A-Z ]+-----|\s+/g, '');
-let roots: Set<string> | undefined;
-
-/**
- * Node's roots and the extra CA texts, as the `ca` option wants them. A certificate of an extra
- * text that is one of Node's roots is left out (a system bundle named as a CA file repeats most
- * of them, and every certificate costs parsing time whenever a context is made); the rest of
- * each text is kept as it is.
- */
-export function withRoots(extra: readonly string[]): string[] {
-  roots ??= new Set(rootCertificates.map(pemBody));
-  const known = roots;
-  return [...rootCertificates, ...extra.map((text) => text.replace(PEM_CERT, (block) => (known.has(pemBody(block)) ? '' : block)))];
+  return { ca: extra.length > 0 ? extra : undefined, cert, key };
 }
 
 /** Contexts made, by their material: hosts that share CAs and certificate share one. */
 const contexts = new Map<string, SecureContext>();
+
+interface NativeContext {
+  addCACert?: (pem: string) => void;
+}
+
+/**
+ * A context that trusts what Node trusts by default (its roots, or OpenSSL's store when Node is
+ * built or run to use that one, and NODE_EXTRA_CA_CERTS when Node read it) and the extra CA
+ * texts beside it, as docker adds certs.d CAs to the system pool. Node offers no documented
+ * call for "the default store and more" (the `ca` option replaces the store): the context's
+ * native `addCACert` does it, as Node does itself for the `ca` option; without it, the `ca`
+ * option with Node's roots and the extra texts. (The store such a context gets is made from
+ * Node's roots without NODE_EXTRA_CA_CERTS: the client puts that file among the extra texts.)
+ */
+function makeContext(m: TlsMaterial): SecureContext {
+  const pair = { ...(m.cert ? { cert: m.cert } : {}), ...(m.key ? { key: m.key } : {}) };
+  const extra = m.ca ?? [];
+  if (extra.length === 0) return createSecureContext(pair);
+  const made = createSecureContext(pair);
+  const native = (made as unknown as { context?: NativeContext }).context;
+  if (typeof native?.addCACert !== 'function') return createSecureContext({ ...pair, ca: [...rootCertificates, ...extra] });
+  for (const pem of extra) native.addCACert(pem);
+  return made;
+}
 
 /**
  * The TLS context of `what`'s material (a host's), made on first call, or the one made before
@@ -89,7 +106,7 @@ export function secureContextOnce(what: string, m: TlsMaterial): () => SecureCon
     made = contexts.get(id);
     if (made) return made;
     try {
-      made = createSecureContext({ ...(m.ca ? { ca: m.ca } : {}), ...(m.cert ? { cert: m.cert } : {}), ...(m.key ? { key: m.key } : {}) });
+      made = makeContext(m);
       contexts.set(id, made);
     } catch (err) {
       throw new MyBuildError('INVALID_ARGUMENT', `TLS material for ${what} is not usable: ${(err as Error).message}`, {
@@ -101,10 +118,10 @@ export function secureContextOnce(what: string, m: TlsMaterial): () => SecureCon
 }
 
 /**
- * A context trusting Node's roots and the CA files named, made on first call (for https
+ * A context trusting Node's default store and the CA files named, made on first call (for https
  * connections other than a registry's, such as ADD of a URL).
  */
 export function caContext(files: readonly string[]): () => SecureContext {
   let get: (() => SecureContext) | undefined;
-  return () => (get ??= secureContextOnce(`CA files ${files.join(', ')}`, { ca: withRoots(files.map(read)), cert: undefined, key: undefined }))();
+  return () => (get ??= secureContextOnce(`CA files ${files.join(', ')}`, { ca: files.map(read), cert: undefined, key: undefined }))();
 }

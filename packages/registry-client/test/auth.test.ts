@@ -90,7 +90,7 @@ describe('TLS and Basic auth (htpasswd)', () => {
     const viaEnv = client({ credentials: creds, certsDirs: [], env: { MYBUILD_CA_FILE: basicTls.ca!.cert } });
     expect((await viaEnv.getManifest(`${basicTls.host}/proj/app:1`)).descriptor.digest).toBe(img.descriptor.digest);
 
-    // a bundle with Node's roots and the CA (the roots are left out of the list, the CA is not)
+    // a bundle of Node's roots and the CA, as a system bundle holds many
     const bundle = join(tmp, 'bundle.pem');
     writeFileSync(bundle, `${rootCertificates.join('\n')}\n${readFileSync(basicTls.ca!.cert, 'utf8')}`);
     const viaBundle = client({ credentials: creds, certsDirs: [], caFiles: [bundle] });

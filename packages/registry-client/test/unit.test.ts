@@ -1,6 +1,5 @@
 /** Pure parts: challenge parsing, Retry-After, redaction, upload Range, Link, platforms, manifests. */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { rootCertificates } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -10,7 +9,7 @@ import { mergeScopes } from '../src/auth.js';
 import { isLoopbackHost } from '../src/context.js';
 import { describeErrorBody } from '../src/errors.js';
 import { parseUploadRange, withDigest } from '../src/upload.js';
-import { secureContextOnce, withRoots } from '../src/tls.js';
+import { secureContextOnce } from '../src/tls.js';
 
 describe('WWW-Authenticate (RFC 7235)', () => {
   it('parses several challenges in one header, quoted commas, any case', () => {
@@ -181,21 +180,12 @@ describe('fileSchemeMemo', () => {
   });
 });
 
-describe('CA lists', () => {
-  it("puts Node's roots first and leaves out an extra text's copies of them, keeping the rest of it as it is", () => {
-    const other = '-----BEGIN CERTIFICATE-----\nTUlJQm90aGVy\n-----END CERTIFICATE-----';
-    // a bundle as a system's: roots (one with other line breaks), a comment, a certificate Node does not have
-    const rewrapped = rootCertificates[5]!.replace(/\n/g, '\r\n');
-    const bundle = `# corp bundle\n${rootCertificates[0]}\n${other}\n${rewrapped}\n`;
-    const list = withRoots([bundle, 'second file']);
-    expect(list.slice(0, rootCertificates.length)).toEqual(rootCertificates);
-    expect(list.slice(rootCertificates.length)).toEqual([`# corp bundle\n\n${other}\n\n`, 'second file']);
-  });
-
+describe('TLS contexts', () => {
   it('makes one context for the same material, and names what a bad one was for', () => {
-    const m = { ca: withRoots(['']), cert: undefined, key: undefined };
-    const a = secureContextOnce('a.example.com', m)();
-    expect(secureContextOnce('b.example.com', { ...m, ca: [...m.ca] })()).toBe(a);
+    const ca = ['# no certificate in this text'];
+    const a = secureContextOnce('a.example.com', { ca, cert: undefined, key: undefined })();
+    expect(secureContextOnce('b.example.com', { ca: [...ca], cert: undefined, key: undefined })()).toBe(a);
+    expect(secureContextOnce('b.example.com', { ca: ['# another'], cert: undefined, key: undefined })()).not.toBe(a);
     const bad = secureContextOnce('c.example.com', { ca: undefined, cert: 'not a certificate', key: 'not a key' });
     expect(bad).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('TLS material for c.example.com is not usable') }));
   });

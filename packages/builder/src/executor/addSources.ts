@@ -1,17 +1,18 @@
 /**
  * ADD's extras: local tar archives (plain, gzip or zstd) are unpacked into the destination, as
  * BuildKit's file op does (`isArchivePath` + `Untar`); URLs are downloaded (mode 0600, the
- * `Last-Modified` time, `--checksum` verified).
+ * `Last-Modified` time, `--checksum` verified, a gzip Content-Encoding decoded as Go's client
+ * decodes it for BuildKit).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, createWriteStream, mkdtempSync, openSync, readSync, rmSync, utimesSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
-import { Transform } from 'node:stream';
+import { PassThrough, Transform } from 'node:stream';
 import type { SecureContext } from 'node:tls';
 import { pipeline } from 'node:stream/promises';
-import { constants, gunzipSync } from 'node:zlib';
+import { constants, createGunzip, gunzipSync } from 'node:zlib';
 import { type Digest, errnoCode, MyBuildError, sniffCompression } from '@mybuild/oci';
 import { applyLayer, zstdNapi } from '@mybuild/layer-store';
 
@@ -104,22 +105,29 @@ const UNKNOWN_CA = new Set(['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_IS
 const IDLE_MS = 120_000;
 
 /**
- * GET `url` over node:http(s), following redirects; resolves with a 2xx response. `tls` is the
- * context for https (undefined: Node's default).
+ * GET `url` over node:http(s), following redirects; resolves with the last response. `tls` is
+ * the context for https (undefined: Node's default). Each request has a connection of its own
+ * (no socket or TLS session shared with a request made under another context).
  */
 async function get(url: URL, tls: (() => SecureContext) | undefined, signal: AbortSignal | undefined): Promise<IncomingMessage> {
   for (let hops = 0; ; hops++) {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`redirected to ${url.protocol} (only http and https are fetched)`);
     const secure = url.protocol === 'https:';
     const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      let response: IncomingMessage | undefined;
       const req = (secure ? https : http).get(url, {
-        // identity: the file as the server keeps it, never decoded by us (a .tar.gz stays one)
-        headers: { 'user-agent': 'mybuild', 'accept-encoding': 'identity' },
+        agent: false,
+        // as Go's client asks (BuildKit's): a gzip body is decoded, other encodings are kept
+        headers: { 'user-agent': 'mybuild', 'accept-encoding': 'gzip' },
         ...(secure && tls ? { secureContext: tls() } : {}),
         ...(signal ? { signal } : {}),
       });
-      req.setTimeout(IDLE_MS, () => req.destroy(new Error(`no data for ${IDLE_MS / 1000} s`)));
-      req.once('response', resolve);
+      req.setTimeout(IDLE_MS, () => {
+        const err = new Error(`no data for ${IDLE_MS / 1000} s`);
+        req.destroy(err);
+        response?.destroy(err);
+      });
+      req.once('response', (r) => resolve((response = r)));
       req.once('error', reject);
     });
     const status = res.statusCode ?? 0;
@@ -131,6 +139,14 @@ async function get(url: URL, tls: (() => SecureContext) | undefined, signal: Abo
   }
 }
 
+/** A download's failure as one error: what was being downloaded, why, and a hint for an unknown CA. */
+function downloadError(url: string, err: unknown, signal: AbortSignal | undefined): MyBuildError {
+  if (err instanceof MyBuildError) return err;
+  if (signal?.aborted && signal.reason instanceof MyBuildError) return signal.reason;
+  const hint = UNKNOWN_CA.has(errnoCode(err) ?? '') ? "the server's certificate comes from a CA Node does not know: name its CA file in NODE_EXTRA_CA_CERTS" : undefined;
+  return new MyBuildError('UNAVAILABLE', `downloading ${url} failed: ${(err as Error).message}`, hint ? { hint } : {});
+}
+
 /**
  * Download `url` as `name` into a fresh directory under `tmpRoot`; `tls` is the context for
  * https (default: Node's).
@@ -140,17 +156,14 @@ export async function download(url: string, name: string, tmpRoot: string, check
   try {
     res = await get(new URL(url), tls, signal);
   } catch (err) {
-    if (err instanceof MyBuildError) throw err;
-    if (signal?.aborted && signal.reason instanceof MyBuildError) throw signal.reason;
-    const unknownCa = UNKNOWN_CA.has(errnoCode(err) ?? '');
-    const hint = unknownCa ? "the server's certificate comes from a CA Node does not know: name its CA file in NODE_EXTRA_CA_CERTS" : undefined;
-    throw new MyBuildError('UNAVAILABLE', `downloading ${url} failed: ${(err as Error).message}`, hint ? { hint } : {});
+    throw downloadError(url, err, signal);
   }
   const status = res.statusCode ?? 0;
   if (status < 200 || status >= 300) {
     res.resume();
     throw new MyBuildError(status === 404 ? 'NOT_FOUND' : 'UNAVAILABLE', `downloading ${url} failed: HTTP ${status}`);
   }
+  const encoding = (res.headers['content-encoding'] ?? '').trim().toLowerCase();
   const dir = mkdtempSync(join(tmpRoot, `url-${randomBytes(4).toString('hex')}-`));
   const file = join(dir, name);
   const hash = createHash('sha256');
@@ -161,7 +174,11 @@ export async function download(url: string, name: string, tmpRoot: string, check
         cb(null, chunk);
       },
     });
-    await pipeline(res, hasher, createWriteStream(file, { mode: 0o600 }));
+    try {
+      await pipeline(res, encoding === 'gzip' || encoding === 'x-gzip' ? createGunzip() : new PassThrough(), hasher, createWriteStream(file, { mode: 0o600 }));
+    } catch (err) {
+      throw downloadError(url, err, signal);
+    }
     chmodSync(file, 0o600);
     const digest = `sha256:${hash.digest('hex')}` as Digest;
     if (checksum !== undefined && checksum !== digest) {
