@@ -24,6 +24,11 @@ export function takeDeferredCa(env: NodeJS.ProcessEnv = process.env): void {
   deferred = file;
 }
 
+/** Whether the launcher kept NODE_EXTRA_CA_CERTS from Node (read nothing yet). */
+export function hasDeferredCa(): boolean {
+  return deferred !== undefined;
+}
+
 let files: string[] | undefined;
 
 /**

@@ -7,8 +7,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, createWriteStream, mkdtempSync, openSync, readSync, rmSync, utimesSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
-import http, { type IncomingMessage } from 'node:http';
-import https from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import { createRequire } from 'node:module';
 import { PassThrough, Transform } from 'node:stream';
 import type { SecureContext } from 'node:tls';
 import { pipeline } from 'node:stream/promises';
@@ -109,17 +109,20 @@ const IDLE_MS = 120_000;
  * the context for https (undefined: Node's default). Each request has a connection of its own
  * (no socket or TLS session shared with a request made under another context).
  */
-async function get(url: URL, tls: (() => SecureContext) | undefined, signal: AbortSignal | undefined): Promise<IncomingMessage> {
+async function get(url: URL, tls: (() => Promise<SecureContext | undefined>) | undefined, signal: AbortSignal | undefined): Promise<IncomingMessage> {
   for (let hops = 0; ; hops++) {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`redirected to ${url.protocol} (only http and https are fetched)`);
     const secure = url.protocol === 'https:';
+    const context = secure && tls ? await tls() : undefined;
     const res = await new Promise<IncomingMessage>((resolve, reject) => {
       let response: IncomingMessage | undefined;
-      const req = (secure ? https : http).get(url, {
+      // loaded here: a build that downloads nothing does not load them (3-4 ms)
+      const client = createRequire(import.meta.url)(secure ? 'node:https' : 'node:http') as typeof import('node:https');
+      const req = client.get(url, {
         agent: false,
         // as Go's client asks (BuildKit's): a gzip body is decoded, other encodings are kept
         headers: { 'user-agent': 'mybuild', 'accept-encoding': 'gzip' },
-        ...(secure && tls ? { secureContext: tls() } : {}),
+        ...(context ? { secureContext: context } : {}),
         ...(signal ? { signal } : {}),
       });
       req.setTimeout(IDLE_MS, () => {
@@ -151,7 +154,7 @@ function downloadError(url: string, err: unknown, signal: AbortSignal | undefine
  * Download `url` as `name` into a fresh directory under `tmpRoot`; `tls` is the context for
  * https (default: Node's).
  */
-export async function download(url: string, name: string, tmpRoot: string, checksum: string | undefined, signal?: AbortSignal, tls?: () => SecureContext): Promise<Download> {
+export async function download(url: string, name: string, tmpRoot: string, checksum: string | undefined, signal?: AbortSignal, tls?: () => Promise<SecureContext | undefined>): Promise<Download> {
   let res: IncomingMessage;
   try {
     res = await get(new URL(url), tls, signal);

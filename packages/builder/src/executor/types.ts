@@ -41,8 +41,8 @@ export interface BuildOptions {
   /** Progress events (see {@link BuildEvent}). */
   onEvent?: (e: BuildEvent) => void;
   signal?: AbortSignal;
-  /** The TLS context for ADD of https URLs (default: Node's, with its roots). */
-  httpsContext?: () => SecureContext;
+  /** The TLS context for ADD of https URLs, asked for when one is fetched (default: Node's). */
+  httpsContext?: () => Promise<SecureContext | undefined>;
   /** Stages built at once (default 2). */
   concurrency?: number;
   /** Sandbox state dir and OCI runtime (defaults: the sandbox's). */

@@ -1,11 +1,12 @@
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
+import type { SecureContext } from 'node:tls';
 import { MyBuildError, errnoCode } from '@mybuild/oci';
 import { type BuildEvent, BuildStepError, type OutputSpec, type SecretSource, build, createProgressPrinter, exportImage, parseOutput, parsePlatform, type ProgressUiMode } from '@mybuild/builder';
-import { caContext, type RegistryClient } from '@mybuild/registry-client';
+import type { RegistryClient } from '@mybuild/registry-client';
 import type { CommandContext } from '../main.js';
 import { parseCommand, usageError } from '../args.js';
-import { deferredCaFiles } from '../extraca.js';
+import { deferredCaFiles, hasDeferredCa } from '../extraca.js';
 import { open } from '../store.js';
 
 const HELP = `Usage: mybuild build [OPTIONS] CONTEXT
@@ -102,8 +103,17 @@ export async function run(ctx: CommandContext): Promise<number> {
     client ??= registryClient(ctx.global);
     return client;
   };
-  const extraCa = deferredCaFiles();
-  const httpsContext = extraCa.length > 0 ? caContext(extraCa) : undefined;
+  // NODE_EXTRA_CA_CERTS kept from Node's start: trusted for ADD URLs too (the registry client,
+  // with the context maker, is loaded only when one is fetched)
+  let tlsContext: (() => SecureContext) | undefined;
+  const httpsContext = hasDeferredCa()
+    ? async () => {
+        const files = deferredCaFiles();
+        if (files.length === 0) return undefined;
+        tlsContext ??= (await import('@mybuild/registry-client')).caContext(files);
+        return tlsContext();
+      }
+    : undefined;
   try {
     const result = await build({
       store,
