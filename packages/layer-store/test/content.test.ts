@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { chmod, readdir, readFile, stat, writeFile, mkdir } from 'node:fs/promises';
+import { chmod, readdir, readFile, stat, utimes, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -208,6 +208,31 @@ describe('put', () => {
     const bytes = Buffer.from(JSON.stringify(value));
     expect(desc).toEqual({ mediaType: MediaType.OciConfig, digest: sha256(bytes), size: bytes.length });
     expect(await store.content.readBytes(desc.digest, 1024)).toEqual(bytes);
+  });
+
+  test('putBytes without an ingest: read-only blob, no temp file left, racing writers of the same bytes, a stale temp pruned', async () => {
+    const data = Buffer.from('{"config":"small"}');
+    const infos = await Promise.all(Array.from({ length: 8 }, () => store.content.putBytes(data)));
+    expect(new Set(infos.map((i) => i.digest))).toEqual(new Set([sha256(data)]));
+    expect(infos.every((i) => i.size === data.length)).toBe(true);
+    const blobDir = join(root, 'blobs', 'sha256');
+    expect(await readdir(blobDir)).toEqual([sha256(data).slice('sha256:'.length)]);
+    expect((await stat(join(blobDir, sha256(data).slice('sha256:'.length)))).mode & 0o777).toBe(0o444);
+    expect(await readdir(store.paths.ingest)).toEqual([]);
+    expect(await store.content.readBytes(sha256(data), 1024)).toEqual(data);
+
+    // a crash between write and rename leaves a temp file: list skips it, prune removes it once old
+    const hex = sha256(Buffer.from('other')).slice('sha256:'.length);
+    const fresh = join(blobDir, `${hex}.0123456789ab.tmp`);
+    const stale = join(blobDir, `${hex}.ba9876543210.tmp`);
+    await writeFile(fresh, 'partial');
+    await writeFile(stale, 'partial');
+    await utimes(stale, new Date(Date.now() - 2 * 3600e3), new Date(Date.now() - 2 * 3600e3));
+    const listed: string[] = [];
+    for await (const b of store.content.list()) listed.push(b.digest);
+    expect(listed).toEqual([sha256(data)]);
+    await store.prune();
+    expect((await readdir(blobDir)).sort()).toEqual([`${hex}.0123456789ab.tmp`]);
   });
 });
 

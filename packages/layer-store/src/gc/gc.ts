@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readdir, rm, stat } from 'node:fs/promises';
+import { lstat, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Digest, MyBuildError, digestHex } from '@mybuild/oci';
 import type { ContentStore, SnapshotKind, StorePaths } from '../api.js';
@@ -109,6 +109,7 @@ export async function prune(store: GcStore, opts: PruneOptions = {}): Promise<Pr
       if (result.blobsRemoved > 0) sys().fsyncdir(paths.blobs);
 
       await removeIndexTemps(paths);
+      await removeBlobTemps(paths);
       await pruneIngests(paths, opts.ingestMaxAgeMs ?? 0, result);
       if (opts.snapshots) {
         const keep = new Set<string>();
@@ -142,6 +143,29 @@ export async function prune(store: GcStore, opts: PruneOptions = {}): Promise<Pr
 async function removeIndexTemps(paths: StorePaths): Promise<void> {
   for (const name of await readdir(paths.root)) {
     if (/^index\.json\.[a-f0-9]+\.tmp$/.test(name)) await rm(join(paths.root, name), { force: true });
+  }
+}
+
+/**
+ * Temp files of `putBytes` (`<hex>.<random>.tmp` beside the blobs) that a crash left: removed
+ * after an hour (a writer outside any lease may still be on a fresh one).
+ */
+async function removeBlobTemps(paths: StorePaths): Promise<void> {
+  const now = Date.now();
+  for (const algorithm of ['sha256', 'sha512']) {
+    const dir = join(paths.root, 'blobs', algorithm);
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    for (const name of names) {
+      if (!/^[a-f0-9]{64,128}\.[a-f0-9]{12}\.tmp$/.test(name)) continue;
+      const st = await lstat(join(dir, name)).catch(() => undefined);
+      if (st?.isFile() && now - st.mtimeMs > 3600e3) await rm(join(dir, name), { force: true });
+    }
   }
 }
 
