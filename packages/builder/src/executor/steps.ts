@@ -41,6 +41,8 @@ export interface ExecContext {
   imageLayers(ref: string, platform: PlatformSpec): LayerRef[];
   /** ADD URL sources downloaded while computing cache keys: step → source index → file. */
   downloads: Map<CopyStep, Map<number, Download>>;
+  /** A step is about to run (it missed the cache). */
+  missed(): void;
 }
 
 /** Which step, for errors and progress. */
