@@ -8,7 +8,7 @@
  * would, building that store only when one is opened. Run as
  * `node dist/mybuild.cjs`, Node reads the variable itself and none of this applies.
  */
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, statSync } from 'node:fs';
 import { errnoCode } from '@mybuild/oci';
 
 let deferred: string | undefined;
@@ -40,7 +40,9 @@ export function deferredCaFiles(): string[] {
   files = [];
   if (deferred === undefined) return files;
   try {
-    readFileSync(deferred); // as Node does: a file that cannot be read is left out
+    // as Node does: a file that cannot be read is left out (read itself at the first https request)
+    if (!statSync(deferred).isFile()) throw Object.assign(new Error('not a file'), { code: 'EISDIR' });
+    accessSync(deferred, constants.R_OK);
     files.push(deferred);
   } catch (err) {
     process.stderr.write(`mybuild: warning: ignoring extra certs from ${deferred} (NODE_EXTRA_CA_CERTS): ${errnoCode(err) ?? (err as Error).message}\n`);

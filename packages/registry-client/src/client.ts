@@ -8,6 +8,7 @@ import { delimiter } from 'node:path';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { SecureContext } from 'node:tls';
 import {
   apiHost,
   type BlobSink,
@@ -259,15 +260,24 @@ export class RegistryClient {
       tlsFor: (host) => {
         let t = this.#tls.get(host);
         if (!t) {
-          const files = [...globalCa, ...(perHostCa.get(host) ?? [])];
-          const m = tlsMaterial(host, certsDirs, files);
-          // A context with CAs of its own starts from a copy of Node's store made without
-          // NODE_EXTRA_CA_CERTS (Node 20): that file is added again, as Node would trust it.
-          if (m.ca && nodeExtraCa && !files.includes(nodeExtraCa)) m.ca.push(...readIfReadable(nodeExtraCa));
-          // an insecure host's certificate is not checked: its CAs do not matter, a client certificate does
           const insecure = isInsecure(host);
-          const material = insecure ? { ...m, ca: undefined } : m;
-          t = { rejectUnauthorized: !insecure, ...(material.ca || material.cert ? { context: secureContextOnce(host, material) } : {}) };
+          // The host's TLS material is read at its first https request (a plain http registry
+          // never needs it): CA files and certs.d, then one context of them.
+          let context: (() => SecureContext) | null | undefined = null;
+          const contextFor = (): SecureContext | undefined => {
+            if (context === null) {
+              const files = [...globalCa, ...(perHostCa.get(host) ?? [])];
+              const m = tlsMaterial(host, certsDirs, files);
+              // A context with CAs of its own starts from a copy of Node's store made without
+              // NODE_EXTRA_CA_CERTS (Node 20): that file is added again, as Node would trust it.
+              if (m.ca && nodeExtraCa && !files.includes(nodeExtraCa)) m.ca.push(...readIfReadable(nodeExtraCa));
+              // an insecure host's certificate is not checked: its CAs do not matter, a client certificate does
+              const material = insecure ? { ...m, ca: undefined } : m;
+              context = material.ca || material.cert ? secureContextOnce(host, material) : undefined;
+            }
+            return context?.();
+          };
+          t = { rejectUnauthorized: !insecure, context: contextFor };
           this.#tls.set(host, t);
         }
         return t;

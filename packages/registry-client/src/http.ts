@@ -24,11 +24,16 @@ export const DEFAULT_TIMEOUTS: Timeouts = { connectMs: 5_000, responseMs: 60_000
 export interface TlsOptions {
   rejectUnauthorized: boolean;
   /**
-   * The host's CAs and client certificate as one TLS context, made on the first https request
-   * (every new connection would otherwise parse them again: 50 ms for Node's roots plus a CA);
-   * none means Node's default context.
+   * The host's CAs and client certificate as one TLS context, asked for by https requests only
+   * (made once: every new connection would otherwise parse them again, 50 ms for Node's roots
+   * plus a CA); undefined means Node's default context.
    */
-  context?: () => SecureContext;
+  context?: () => SecureContext | undefined;
+}
+
+function secureContextOf(tls: TlsOptions | undefined): { secureContext?: SecureContext } {
+  const context = tls?.context?.();
+  return context ? { secureContext: context } : {};
 }
 
 export interface HttpRequest {
@@ -85,7 +90,7 @@ export class Http {
       ...(secure
         ? {
             rejectUnauthorized: req.tls?.rejectUnauthorized ?? true,
-            ...(req.tls?.context ? { secureContext: req.tls.context() } : {}),
+            ...secureContextOf(req.tls),
           }
         : {}),
     };
