@@ -5,7 +5,8 @@
  * named in options or `MYBUILD_CA_FILE`.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
+import { createRequire } from 'node:module';
+import type { SecureContext } from 'node:tls';
 import { join } from 'node:path';
 import { errnoCode, MyBuildError } from '@mybuild/oci';
 
@@ -66,6 +67,9 @@ export function tlsMaterial(host: string, certsDirs: readonly string[], caFiles:
   return { ca: extra.length > 0 ? extra : undefined, cert, key };
 }
 
+/** node:tls, loaded when a context is first made (plain http needs none). */
+const tls = (): typeof import('node:tls') => createRequire(import.meta.url)('node:tls') as typeof import('node:tls');
+
 /** Contexts made, by their material: hosts that share CAs and certificate share one. */
 const contexts = new Map<string, SecureContext>();
 
@@ -85,6 +89,7 @@ interface NativeContext {
 function makeContext(m: TlsMaterial): SecureContext {
   const pair = { ...(m.cert ? { cert: m.cert } : {}), ...(m.key ? { key: m.key } : {}) };
   const extra = m.ca ?? [];
+  const { createSecureContext, rootCertificates } = tls();
   if (extra.length === 0) return createSecureContext(pair);
   const made = createSecureContext(pair);
   const native = (made as unknown as { context?: NativeContext }).context;
