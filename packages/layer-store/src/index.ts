@@ -22,4 +22,4 @@ export { hashLayer, layerCompressor, writeLayer, type HashedLayer, type WriteLay
 export { layerTar, TAR_CHUNK, type LayerTarOptions, type TarStats } from './diff/layerTar.js';
 export { walkLayer, isLayerXattr, type DiffMode, type LayerEntry, type WalkLayerOptions } from './diff/walkLayer.js';
 export { contentBlobSink, contentBlobSource, type ContentBlobSourceOptions } from './content/blobs.js';
-export { zstdNapi } from './lazy.js';
+export { zlib, zstdNapi } from './lazy.js';

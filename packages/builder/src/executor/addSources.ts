@@ -12,9 +12,8 @@ import { createRequire } from 'node:module';
 import { PassThrough, Transform } from 'node:stream';
 import type { SecureContext } from 'node:tls';
 import { pipeline } from 'node:stream/promises';
-import { constants, createGunzip, gunzipSync } from 'node:zlib';
 import { type Digest, errnoCode, MyBuildError, sniffCompression } from '@mybuild/oci';
-import { applyLayer, zstdNapi } from '@mybuild/layer-store';
+import { applyLayer, zlib, zstdNapi } from '@mybuild/layer-store';
 
 const SNIFF = 64 * 1024;
 
@@ -32,7 +31,7 @@ export async function isArchive(path: string): Promise<boolean> {
   const compression = sniffCompression(head);
   let plain: Buffer;
   try {
-    if (compression === 'gzip') plain = gunzipSync(head, { finishFlush: constants.Z_SYNC_FLUSH });
+    if (compression === 'gzip') plain = zlib().gunzipSync(head, { finishFlush: zlib().constants.Z_SYNC_FLUSH });
     else if (compression === 'zstd') plain = await zstdHead(head);
     else plain = head;
   } catch {
@@ -178,7 +177,7 @@ export async function download(url: string, name: string, tmpRoot: string, check
       },
     });
     try {
-      await pipeline(res, encoding === 'gzip' || encoding === 'x-gzip' ? createGunzip() : new PassThrough(), hasher, createWriteStream(file, { mode: 0o600 }));
+      await pipeline(res, encoding === 'gzip' || encoding === 'x-gzip' ? zlib().createGunzip() : new PassThrough(), hasher, createWriteStream(file, { mode: 0o600 }));
     } catch (err) {
       throw downloadError(url, err, signal);
     }

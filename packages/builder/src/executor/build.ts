@@ -28,6 +28,7 @@ import { StatCache } from './statCache.js';
 import { loadDonor, saveDonor } from './donor.js';
 import { type CopyReuse, type ExecContext, copyMayReuse, copySourcesHash, execCopy, execRun, execWorkdir, normalizeSource, resolveCopySources } from './steps.js';
 import type { BuildOptions, BuildResult, LayerRef } from './types.js';
+import { nowMs } from '../clock.js';
 
 /** A stage's filesystem and history as its steps leave them. */
 interface StageState {
@@ -237,7 +238,7 @@ function hashContext(plan: BuildPlan, context: () => FileSource, reporter: Repor
   }
   if (copies.length === 0 && runs.length === 0) return keys;
   const v = reporter.vertex('[internal] load build context');
-  const t0 = performance.now();
+  const t0 = nowMs();
   try {
     const src = context();
     for (const [, step] of copies) {
@@ -257,7 +258,7 @@ function hashContext(plan: BuildPlan, context: () => FileSource, reporter: Repor
       }
       keys.binds.set(step, cacheKey(...parts));
     }
-    const secs = ((performance.now() - t0) / 1000).toFixed(1);
+    const secs = ((nowMs() - t0) / 1000).toFixed(1);
     const later = [...keys.copies.values()].filter((c) => c.key === undefined).length;
     v.status(`transferring context: ${formatSize(src.bytesHashed)} read, ${src.filesHashed} file(s) hashed${later > 0 ? `, ${later} COPY step(s) hash while copying` : ''} ${secs}s done`);
     v.done();

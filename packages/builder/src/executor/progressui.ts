@@ -5,6 +5,7 @@
  * lines), `rawjson` (one JSON object per event) or `quiet`.
  */
 import type { BuildEvent } from './types.js';
+import { nowMs } from '../clock.js';
 
 export type ProgressUiMode = 'plain' | 'tty' | 'rawjson' | 'quiet';
 
@@ -62,7 +63,7 @@ class PlainPrinter implements ProgressPrinter {
   }
 
   onEvent(e: BuildEvent): void {
-    const now = performance.now();
+    const now = nowMs();
     switch (e.type) {
       case 'vertex':
         this.#vertices.set(e.id, { id: e.id, name: e.name, start: now, partial: { stdout: '', stderr: '' }, tail: [] });
@@ -116,7 +117,7 @@ function writeFailure(out: NodeJS.WritableStream, step: string, lastLines: strin
 class TtyPrinter implements ProgressPrinter {
   readonly #out: NodeJS.WritableStream & { columns?: number; rows?: number };
   readonly #vertices = new Map<number, VertexState>();
-  readonly #start = performance.now();
+  readonly #start = nowMs();
   #drawn = 0;
   #timer: NodeJS.Timeout | undefined;
   #warnings: string[] = [];
@@ -128,7 +129,7 @@ class TtyPrinter implements ProgressPrinter {
   }
 
   onEvent(e: BuildEvent): void {
-    const now = performance.now();
+    const now = nowMs();
     switch (e.type) {
       case 'vertex':
         this.#vertices.set(e.id, { id: e.id, name: e.name, start: now, partial: { stdout: '', stderr: '' }, tail: [] });
@@ -172,7 +173,7 @@ class TtyPrinter implements ProgressPrinter {
   }
 
   #draw(final = false): void {
-    const now = performance.now();
+    const now = nowMs();
     const width = Math.max(40, (this.#out.columns ?? 100) - 1);
     let text = this.#drawn > 0 ? `\x1b[${this.#drawn}F\x1b[J` : '';
     // finished vertices are printed once and scroll away
@@ -200,7 +201,7 @@ class TtyPrinter implements ProgressPrinter {
   end(): void {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
-    for (const v of this.#vertices.values()) v.end ??= performance.now();
+    for (const v of this.#vertices.values()) v.end ??= nowMs();
     this.#draw(true);
     this.#drawn = 0;
     for (const w of this.#warnings) this.#out.write(`${w}\n`);

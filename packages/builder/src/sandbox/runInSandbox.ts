@@ -12,6 +12,7 @@ import { RUNC_ERROR_PREFIX } from './output.js';
 import { type RuncRunResult, defaultRuntime, runcRun } from './runc.js';
 import { type RuntimeMount, type SandboxLimits, nofileLimit, runtimeSpec, standardMounts } from './runtimeSpec.js';
 import { resolveUser } from './user.js';
+import { nowMs } from '../clock.js';
 
 /** A mount for the step itself (`RUN --mount=...`): a host path or a fresh tmpfs. */
 export type SandboxMount =
@@ -131,7 +132,7 @@ export async function runInSandbox(opts: SandboxOptions): Promise<SandboxResult>
   mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
   mkdirSync(rootfs, { recursive: true, mode: 0o700 });
 
-  const t0 = performance.now();
+  const t0 = nowMs();
   let t1 = t0;
   const upperDir = upperDirOf(opts.rootfsMounts);
   let stubs: MountStubs | undefined;
@@ -169,7 +170,7 @@ export async function runInSandbox(opts: SandboxOptions): Promise<SandboxResult>
     writeFileSync(join(bundle, 'config.json'), JSON.stringify(spec), { mode: 0o600 });
     const runtime = opts.runtime ?? defaultRuntime();
     opts.signal?.throwIfAborted();
-    t1 = performance.now();
+    t1 = nowMs();
     run = await runcRun({
       runtime,
       stateRoot,
@@ -187,7 +188,7 @@ export async function runInSandbox(opts: SandboxOptions): Promise<SandboxResult>
   }
 
   // Whatever happened: the container is gone (runcRun saw to it); clean the rootfs, unmount.
-  const t2 = performance.now();
+  const t2 = nowMs();
   const cleanupErrors: unknown[] = [];
   const step = async (fn: () => unknown): Promise<void> => {
     try {
@@ -203,7 +204,7 @@ export async function runInSandbox(opts: SandboxOptions): Promise<SandboxResult>
     await step(() => removeBundle(bundle));
   }
 
-  const t3 = performance.now();
+  const t3 = nowMs();
   if (failure) throw failure.err;
   if (cleanupErrors.length > 0) {
     const first = cleanupErrors[0];

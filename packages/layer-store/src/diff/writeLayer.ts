@@ -1,11 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { type Transform, type TransformOptions, type Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import { type ZlibOptions, createGzip } from 'node:zlib';
+import type { ZlibOptions } from 'node:zlib';
 import { type Compression, type Digest, MyBuildError, layerMediaTypeFor } from '@mybuild/oci';
 import type { ContentStore, ContentWriter } from '../api.js';
 import { type LayerTarOptions, type TarStats, TAR_CHUNK, layerTar } from './layerTar.js';
-import { zstdNapi } from '../lazy.js';
+import { zlib, zstdNapi } from '../lazy.js';
 import { nativeSha256 } from '../native.js';
 
 export interface WriteLayerOptions extends LayerTarOptions {
@@ -138,7 +138,7 @@ export function layerCompressor(compression: 'gzip' | 'zstd', level: number = DE
   if (compression === 'gzip') {
     // zlib hands its options to Transform too: highWaterMark sizes its buffers.
     const options: ZlibOptions & TransformOptions = { level, chunkSize: GZIP_CHUNK, ...(buffered === undefined ? {} : { highWaterMark: buffered }) };
-    return createGzip(options);
+    return zlib().createGzip(options);
   }
   return new (zstdNapi().CompressStream)({
     compressionLevel: level,

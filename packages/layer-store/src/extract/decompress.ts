@@ -1,7 +1,6 @@
 import { pipeline, type Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import { type Compression, MyBuildError, sniffCompression } from '@mybuild/oci';
-import { zstdBinding as zstd } from '../lazy.js';
+import { zlib, zstdBinding as zstd } from '../lazy.js';
 
 
 export interface PlainStream {
@@ -85,7 +84,7 @@ function toBuffer(v: unknown): Buffer {
 }
 
 async function* gunzipChunks(src: AsyncGenerator<Buffer>, what: string): AsyncGenerator<Buffer> {
-  const z = createGunzip({ chunkSize: GUNZIP_CHUNK });
+  const z = zlib().createGunzip({ chunkSize: GUNZIP_CHUNK });
   // pipeline pulls from the generator only as fast as zlib drains; errors on either side
   // destroy both, and surface through the iteration below.
   pipeline(src, z, () => {});
