@@ -1,6 +1,5 @@
 import { open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { MyBuildError } from '@mybuild/oci';
 import { sys } from './native.js';
 
@@ -21,10 +20,31 @@ export interface Lock {
   release(opts?: { removeFile?: boolean }): Promise<void>;
 }
 
+/** Waiters in this process, by lock file: woken when this process releases that lock. */
+const waiters = new Map<string, Set<() => void>>();
+
+/** Resolves when this process releases the lock at `path`, or after `ms`. */
+function releasedOrAfter(path: string, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    let set = waiters.get(path);
+    if (!set) waiters.set(path, (set = new Set()));
+    const wake = () => {
+      clearTimeout(timer);
+      set.delete(wake);
+      if (set.size === 0 && waiters.get(path) === set) waiters.delete(path);
+      resolve();
+    };
+    const timer = setTimeout(wake, ms);
+    set.add(wake);
+  });
+}
+
 /**
  * An advisory flock(2) on `<locksDir>/<name>.lock`. The kernel drops it when the
  * process dies (even by SIGKILL), so a crash never leaves a stale lock. Waiting polls
- * with LOCK_NB so the event loop is never blocked.
+ * with LOCK_NB so the event loop is never blocked; a wait on a lock this process holds (two
+ * stages of one build unpacking the same base) ends as soon as it is released, not at the
+ * next poll.
  */
 export async function acquireLock(locksDir: string, name: string, opts: LockOptions = {}): Promise<Lock> {
   const path = join(locksDir, `${name.replace(/[^A-Za-z0-9._-]/g, '_')}.lock`);
@@ -42,7 +62,7 @@ export async function acquireLock(locksDir: string, name: string, opts: LockOpti
             hint: 'wait for the other process to finish',
           });
         }
-        await sleep(delay);
+        await releasedOrAfter(path, delay);
         delay = Math.min(delay * 2, 50);
       }
       // The holder may have removed the file while we waited: then we hold a lock on an
@@ -64,6 +84,7 @@ export async function acquireLock(locksDir: string, name: string, opts: LockOpti
         released = true;
         if (ropts.removeFile) await unlink(path).catch(() => {});
         await fh.close(); // closing the last fd releases the flock
+        for (const wake of [...(waiters.get(path) ?? [])]) wake();
       },
     };
   }

@@ -1,9 +1,9 @@
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { acquireLock, openStore } from '@mybuild/layer-store';
+import { acquireLock, type Lock, openStore } from '@mybuild/layer-store';
 
 let dir: string;
 beforeEach(async () => {
@@ -33,6 +33,26 @@ describe('acquireLock', () => {
     expect(ino).toBeGreaterThan(0);
     await expect(acquireLock(dir, 'y', { noWait: true })).rejects.toMatchObject({ code: 'LOCKED' });
     await b.release();
+  });
+
+  test('a waiter in this process takes the lock when this process releases it, not at its next poll', async () => {
+    const a = await acquireLock(dir, 'w');
+    // the waiter's poll timer never fires: only the release can wake it
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      let b: Lock | undefined;
+      const waiting = acquireLock(dir, 'w').then((l) => (b = l));
+      for (let i = 0; i < 20; i++) await stat(dir); // real I/O turns: it tries, fails, waits
+      expect(b).toBeUndefined();
+      await a.release({ removeFile: true });
+      for (let i = 0; i < 500 && b === undefined; i++) await stat(dir);
+      expect(b).toBeDefined();
+      await waiting;
+      await expect(acquireLock(dir, 'w', { noWait: true })).rejects.toMatchObject({ code: 'LOCKED' });
+      await b!.release();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   test('committed and aborted ingests leave no lock files behind', async () => {
