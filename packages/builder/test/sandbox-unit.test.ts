@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MyBuildError } from '@mybuild/oci';
 import { DEFAULT_CAPABILITIES, resolveUser, rootPath, runtimeSpec } from '@mybuild/builder';
 import { OutputTail, RuncLineFilter } from '../src/sandbox/output.js';
+import { runtimeFile } from '../src/sandbox/runc.js';
 
 let root: string;
 beforeEach(() => {
@@ -158,5 +159,23 @@ describe('runtimeSpec', () => {
       pids: { limit: 100 },
       cpu: { quota: 200000, period: 100000 },
     });
+  });
+});
+
+describe('runtimeFile', () => {
+  it('finds a bare name in PATH and resolves symlinks; undefined when there is none', () => {
+    write('real/bin/myrt', '#!/bin/sh\n');
+    mkdirSync(join(root, 'bin'));
+    symlinkSync(join(root, 'real/bin/myrt'), join(root, 'bin/myrt'));
+    const saved = process.env.PATH;
+    process.env.PATH = `${join(root, 'nowhere')}:${join(root, 'bin')}`;
+    try {
+      expect(runtimeFile('myrt')).toBe(join(root, 'real/bin/myrt'));
+      expect(runtimeFile('absent-runtime')).toBeUndefined();
+    } finally {
+      process.env.PATH = saved;
+    }
+    expect(runtimeFile(join(root, 'bin/myrt'))).toBe(join(root, 'real/bin/myrt'));
+    expect(runtimeFile(join(root, 'bin/none'))).toBeUndefined();
   });
 });

@@ -48,17 +48,27 @@ async function createIfMissing(path: string, content: string): Promise<void> {
   }
 }
 
-/** Write a file atomically: temp file in the same directory, fsync, rename, fsync the directory. */
+/**
+ * Write a file atomically: temp file `<path>.<12 hex>.tmp` in the same directory (removed if
+ * the write fails), `mode` exactly (not narrowed by the umask), fsync, rename, fsync the
+ * directory.
+ */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
   const dir = path.slice(0, path.lastIndexOf('/')) || '/';
   const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
   const fh = await open(tmp, 'wx', mode);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    try {
+      await fh.chmod(mode);
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
   }
-  await rename(tmp, path);
   sys().fsyncdir(dir);
 }

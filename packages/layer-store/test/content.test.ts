@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { chmod, readdir, readFile, stat, utimes, writeFile, mkdir } from 'node:fs/promises';
+import { chmod, readdir, readFile, rm, stat, utimes, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -210,15 +210,26 @@ describe('put', () => {
     expect(await store.content.readBytes(desc.digest, 1024)).toEqual(bytes);
   });
 
-  test('putBytes without an ingest: read-only blob, no temp file left, racing writers of the same bytes, a stale temp pruned', async () => {
+  test('putBytes without an ingest: read-only blob whatever the umask, no temp file left, racing writers of the same bytes, a stale temp pruned', async () => {
     const data = Buffer.from('{"config":"small"}');
-    const infos = await Promise.all(Array.from({ length: 8 }, () => store.content.putBytes(data)));
+    expect((await rejection(store.content.putBytes(data, 'sha1:0123' as Digest))).code).toBe('INVALID_ARGUMENT');
+    // no ingest is used: with ingest/ not even a directory, putBytes still works
+    await rm(store.paths.ingest, { recursive: true });
+    await writeFile(store.paths.ingest, 'not a directory');
+    const mask = process.umask(0o077);
+    let infos;
+    try {
+      infos = await Promise.all(Array.from({ length: 8 }, () => store.content.putBytes(data)));
+    } finally {
+      process.umask(mask);
+      await rm(store.paths.ingest);
+      await mkdir(store.paths.ingest);
+    }
     expect(new Set(infos.map((i) => i.digest))).toEqual(new Set([sha256(data)]));
     expect(infos.every((i) => i.size === data.length)).toBe(true);
     const blobDir = join(root, 'blobs', 'sha256');
     expect(await readdir(blobDir)).toEqual([sha256(data).slice('sha256:'.length)]);
     expect((await stat(join(blobDir, sha256(data).slice('sha256:'.length)))).mode & 0o777).toBe(0o444);
-    expect(await readdir(store.paths.ingest)).toEqual([]);
     expect(await store.content.readBytes(sha256(data), 1024)).toEqual(data);
 
     // a crash between write and rename leaves a temp file: list skips it, prune removes it once old

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, realpathSync, rmSync } from 'node:fs';
-import { basename, isAbsolute, join } from 'node:path';
+import { basename, join } from 'node:path';
 import { type HistoryEntry, MyBuildError, formatReference, parseNormalizedReference, withDefaultTag } from '@mybuild/oci';
 import { chainId, sys } from '@mybuild/layer-store';
 import { loadDockerignore } from '../frontend/dockerignore.js';
@@ -15,7 +15,7 @@ import { planBuild } from '../frontend/planner.js';
 import type { BuildPlan, CopyStep, PlanStep, PlannedStage, RunStep } from '../frontend/plan-types.js';
 import { formatPlatform, type PlatformSpec } from '../frontend/platform.js';
 import { defaultSandboxStateDir } from '../sandbox/runInSandbox.js';
-import { defaultRuntime } from '../sandbox/runc.js';
+import { defaultRuntime, runtimeFile } from '../sandbox/runc.js';
 import { download } from './addSources.js';
 import { BuildCache, cacheKey } from './cache.js';
 import { checkTags, nameImage, writeImage } from './commit.js';
@@ -111,8 +111,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       missed: () => {
         if (warmed) return;
         warmed = true;
-        const runtime = opts.sandbox?.runtime ?? defaultRuntime();
-        if (isAbsolute(runtime)) sys().prefetch([runtime]).catch(() => 0);
+        try {
+          const file = runtimeFile(opts.sandbox?.runtime ?? defaultRuntime());
+          if (file !== undefined) sys().prefetch([file]).catch(() => 0);
+        } catch {
+          // only a hint to the kernel
+        }
       },
     };
     // BuildKit names steps `[stage 2/5]` when the Dockerfile has more than one stage

@@ -7,7 +7,7 @@ function childProcess(): ChildProcessModule {
   childProcessModule ??= createRequire(import.meta.url)('node:child_process') as ChildProcessModule;
   return childProcessModule;
 }
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -16,6 +16,19 @@ import { OutputTail, RuncLineFilter } from './output.js';
 /** Where runc is, when the caller does not say: Debian's package, else $PATH. */
 export function defaultRuntime(): string {
   return existsSync('/usr/sbin/runc') ? '/usr/sbin/runc' : 'runc';
+}
+
+/** The file `runtime` runs (found in PATH when it names no directory, symlinks resolved); undefined when there is none. */
+export function runtimeFile(runtime: string): string | undefined {
+  const candidates = runtime.includes('/') ? [runtime] : (process.env.PATH ?? '').split(':').filter(Boolean).map((d) => join(d, runtime));
+  for (const c of candidates) {
+    try {
+      return realpathSync(c);
+    } catch {
+      // not there: the next one
+    }
+  }
+  return undefined;
 }
 
 export interface RuncRunOptions {

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, open, opendir, readFile, rename, rm, stat, unlink, writeFile, lstat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -26,7 +26,8 @@ const CHUNK = 1 << 20;
 /** Reads stream in pieces of this size: large enough for few calls, small enough that many streams at once stay light. */
 const READ_CHUNK = 256 << 10;
 const HEX = { sha256: /^[a-f0-9]{64}$/, sha512: /^[a-f0-9]{128}$/ } as const;
-const ALGORITHMS = ['sha256', 'sha512'] as const;
+/** Digest algorithms the store keeps blobs of (`blobs/<alg>/`). */
+export const ALGORITHMS = ['sha256', 'sha512'] as const;
 type Algorithm = (typeof ALGORITHMS)[number];
 
 export interface ContentStoreOptions {
@@ -62,8 +63,9 @@ function notFound(digest: Digest): MyBuildError {
 
 /**
  * Content-addressed blobs under `blobs/<alg>/<hex>`, written through `ingest/<id>/`
- * (`data`, `ref`, `startedat`), checked, fsynced and renamed: nothing under blobs/ is
- * ever partial or unverified.
+ * (`data`, `ref`, `startedat`), checked, fsynced and renamed, or (bytes in memory, `putBytes`)
+ * through a temp file `<hex>.<12 hex>.tmp` beside the blob: no blob name is ever partial or
+ * unverified.
  */
 export class LocalContentStore implements ContentStore {
   readonly paths: StorePaths;
@@ -347,11 +349,15 @@ export class LocalContentStore implements ContentStore {
 
   /**
    * Put bytes held in memory (configs, manifests, indexes). The digest is known before a byte is
-   * written, so no ingest (lock, ref, resumable data) is needed: the bytes go to a temp file
-   * beside the blob, fsynced, then renamed to the blob's name. Two writers of the same bytes
-   * rename the same content; a temp file a crash left is skipped by `list` and removed by prune.
+   * written, so no ingest (lock, ref, resumable data) is needed: the bytes are written to a temp
+   * file beside the blob and renamed to its name (writeFileAtomic, mode 0444). Two writers of
+   * the same bytes rename the same content; a temp file a crash left is skipped by `list` and
+   * removed by prune once an hour old.
    */
   async putBytes(data: Uint8Array, expected?: Digest): Promise<BlobInfo> {
+    if (expected !== undefined && !isDigest(expected)) {
+      throw new MyBuildError('INVALID_ARGUMENT', `expected digest ${JSON.stringify(String(expected).slice(0, 100))} is not a digest`);
+    }
     const algorithm = expected === undefined ? 'sha256' : digestAlgorithm(expected);
     const digest = `${algorithm}:${createHash(algorithm).update(data).digest('hex')}` as Digest;
     if (expected !== undefined && digest !== expected) {
@@ -359,23 +365,8 @@ export class LocalContentStore implements ContentStore {
     }
     if (this.#hasFile(digest)) return this.info(digest);
     const target = this.path(digest);
-    const dir = target.slice(0, target.lastIndexOf('/'));
-    await mkdir(dir, { recursive: true, mode: 0o755 });
-    const tmp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
-    const fh = await open(tmp, 'wx', 0o444);
-    try {
-      try {
-        await fh.writeFile(data);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, target);
-    } catch (err) {
-      await rm(tmp, { force: true });
-      throw err;
-    }
-    sys().fsyncdir(dir);
+    await mkdir(target.slice(0, target.lastIndexOf('/')), { recursive: true, mode: 0o755 });
+    await writeFileAtomic(target, data, 0o444);
     return { digest, size: data.byteLength };
   }
 

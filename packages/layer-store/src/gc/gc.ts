@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { type Digest, MyBuildError, digestHex } from '@mybuild/oci';
 import type { ContentStore, SnapshotKind, StorePaths } from '../api.js';
 import { chainIds } from '../chain.js';
-import { ingestLockName, listIngestIds, readIngestStatus } from '../content/ContentStore.js';
+import { ALGORITHMS, ingestLockName, listIngestIds, readIngestStatus } from '../content/ContentStore.js';
 import { INDEX_LOCK, readIndexFile } from '../image/indexFile.js';
 import { acquireLock, withLock, type LockOptions } from '../lock.js';
 import { sys } from '../native.js';
@@ -147,12 +147,12 @@ async function removeIndexTemps(paths: StorePaths): Promise<void> {
 }
 
 /**
- * Temp files of `putBytes` (`<hex>.<random>.tmp` beside the blobs) that a crash left: removed
- * after an hour (a writer outside any lease may still be on a fresh one).
+ * Temp files of `putBytes` (writeFileAtomic's `<hex>.<12 hex>.tmp` beside the blobs) that a
+ * crash left: removed after an hour (a writer outside any lease may still be on a fresh one).
  */
 async function removeBlobTemps(paths: StorePaths): Promise<void> {
   const now = Date.now();
-  for (const algorithm of ['sha256', 'sha512']) {
+  for (const algorithm of ALGORITHMS) {
     const dir = join(paths.root, 'blobs', algorithm);
     let names: string[];
     try {
