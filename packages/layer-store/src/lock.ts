@@ -84,7 +84,7 @@ export async function acquireLock(locksDir: string, name: string, opts: LockOpti
         released = true;
         if (ropts.removeFile) await unlink(path).catch(() => {});
         await fh.close(); // closing the last fd releases the flock
-        for (const wake of [...(waiters.get(path) ?? [])]) wake();
+        for (const wake of waiters.get(path) ?? []) wake(); // each removes itself: safe while iterating a Set
       },
     };
   }
