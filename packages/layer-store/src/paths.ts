@@ -36,7 +36,7 @@ export async function initLayout(paths: StorePaths): Promise<void> {
 
 async function createIfMissing(path: string, content: string): Promise<void> {
   if (existsSync(path)) return;
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  const tmp = tempPath(path);
   await writeFile(tmp, content, { mode: 0o644 });
   // link() fails with EEXIST if another process created it meanwhile; rename would overwrite a newer file.
   try {
@@ -48,6 +48,17 @@ async function createIfMissing(path: string, content: string): Promise<void> {
   }
 }
 
+/** The temp file beside `path` that writeFileAtomic and createIfMissing write first: `<path>.<12 hex>.tmp`. */
+function tempPath(path: string): string {
+  return `${path}.${randomBytes(6).toString('hex')}.tmp`;
+}
+
+/** Whether `name` is a temp file of `base` (tempPath) that a crash may have left. */
+export function isTempOf(name: string, base: RegExp): boolean {
+  const m = /^(.*)\.[a-f0-9]{12}\.tmp$/.exec(name);
+  return m !== null && base.test(m[1]!);
+}
+
 /**
  * Write a file atomically: temp file `<path>.<12 hex>.tmp` in the same directory (removed if
  * the write fails), `mode` exactly (not narrowed by the umask), fsync, rename, fsync the
@@ -55,7 +66,7 @@ async function createIfMissing(path: string, content: string): Promise<void> {
  */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
   const dir = path.slice(0, path.lastIndexOf('/')) || '/';
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  const tmp = tempPath(path);
   const fh = await open(tmp, 'wx', mode);
   try {
     try {

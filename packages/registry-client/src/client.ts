@@ -50,7 +50,7 @@ import {
   selectManifest,
 } from './manifest.js';
 import { DEFAULT_RETRY, type RetryPolicy } from './retry.js';
-import { DEFAULT_CERTS_DIRS, readIfReadable, secureContextOnce, tlsMaterial } from './tls.js';
+import { DEFAULT_CERTS_DIRS, readIfReadable, secureContextFor, tlsMaterial } from './tls.js';
 import { blobExists, uploadBlob, type UploadResult } from './upload.js';
 
 export interface RegistryClientOptions {
@@ -263,7 +263,7 @@ export class RegistryClient {
           const insecure = isInsecure(host);
           // The host's TLS material is read at its first https request (a plain http registry
           // never needs it): CA files and certs.d, then one context of them.
-          let context: (() => SecureContext) | null | undefined = null;
+          let context: SecureContext | null | undefined = null;
           const contextFor = (): SecureContext | undefined => {
             if (context === null) {
               const files = [...globalCa, ...(perHostCa.get(host) ?? [])];
@@ -273,9 +273,9 @@ export class RegistryClient {
               if (m.ca && nodeExtraCa && !files.includes(nodeExtraCa)) m.ca.push(...readIfReadable(nodeExtraCa));
               // an insecure host's certificate is not checked: its CAs do not matter, a client certificate does
               const material = insecure ? { ...m, ca: undefined } : m;
-              context = material.ca || material.cert ? secureContextOnce(host, material) : undefined;
+              context = material.ca || material.cert ? secureContextFor(host, material) : undefined;
             }
-            return context?.();
+            return context;
           };
           t = { rejectUnauthorized: !insecure, context: contextFor };
           this.#tls.set(host, t);

@@ -99,34 +99,29 @@ function makeContext(m: TlsMaterial): SecureContext {
 }
 
 /**
- * The TLS context of `what`'s material (a host's), made on first call, or the one made before
- * for the same material. Material Node cannot use (a key that does not match its certificate)
- * fails here, with `what` named.
+ * The TLS context of `what`'s material (a host's): the one made before for the same material,
+ * or a new one. Material Node cannot use (a key that does not match its certificate) fails
+ * here, with `what` named.
  */
-export function secureContextOnce(what: string, m: TlsMaterial): () => SecureContext {
-  let made: SecureContext | undefined;
-  return () => {
-    if (made) return made;
-    const id = JSON.stringify([m.ca ?? [], m.cert ?? '', m.key ?? '']);
-    made = contexts.get(id);
-    if (made) return made;
-    try {
-      made = makeContext(m);
-      contexts.set(id, made);
-    } catch (err) {
-      throw new MyBuildError('INVALID_ARGUMENT', `TLS material for ${what} is not usable: ${(err as Error).message}`, {
-        hint: 'check the CA files (certs.d/HOST/*.crt, MYBUILD_CA_FILE, NODE_EXTRA_CA_CERTS) and the client certificate and key',
-      });
-    }
-    return made;
-  };
+export function secureContextFor(what: string, m: TlsMaterial): SecureContext {
+  const id = JSON.stringify([m.ca ?? [], m.cert ?? '', m.key ?? '']);
+  let made = contexts.get(id);
+  if (made) return made;
+  try {
+    made = makeContext(m);
+  } catch (err) {
+    throw new MyBuildError('INVALID_ARGUMENT', `TLS material for ${what} is not usable: ${(err as Error).message}`, {
+      hint: 'check the CA files (certs.d/HOST/*.crt, MYBUILD_CA_FILE, NODE_EXTRA_CA_CERTS) and the client certificate and key',
+    });
+  }
+  contexts.set(id, made);
+  return made;
 }
 
 /**
- * A context trusting Node's default store and the CA files named, made on first call (for https
- * connections other than a registry's, such as ADD of a URL).
+ * A context trusting Node's default store and the CA files named (for https connections other
+ * than a registry's, such as ADD of a URL).
  */
-export function caContext(files: readonly string[]): () => SecureContext {
-  let get: (() => SecureContext) | undefined;
-  return () => (get ??= secureContextOnce(`CA files ${files.join(', ')}`, { ca: files.map(read), cert: undefined, key: undefined }))();
+export function caContext(files: readonly string[]): SecureContext {
+  return secureContextFor(`CA files ${files.join(', ')}`, { ca: files.map(read), cert: undefined, key: undefined });
 }

@@ -9,7 +9,7 @@ import { mergeScopes } from '../src/auth.js';
 import { isLoopbackHost } from '../src/context.js';
 import { describeErrorBody } from '../src/errors.js';
 import { parseUploadRange, withDigest } from '../src/upload.js';
-import { secureContextOnce } from '../src/tls.js';
+import { secureContextFor } from '../src/tls.js';
 
 describe('WWW-Authenticate (RFC 7235)', () => {
   it('parses several challenges in one header, quoted commas, any case', () => {
@@ -183,10 +183,10 @@ describe('fileSchemeMemo', () => {
 describe('TLS contexts', () => {
   it('makes one context for the same material, and names what a bad one was for', () => {
     const ca = ['# no certificate in this text'];
-    const a = secureContextOnce('a.example.com', { ca, cert: undefined, key: undefined })();
-    expect(secureContextOnce('b.example.com', { ca: [...ca], cert: undefined, key: undefined })()).toBe(a);
-    expect(secureContextOnce('b.example.com', { ca: ['# another'], cert: undefined, key: undefined })()).not.toBe(a);
-    const bad = secureContextOnce('c.example.com', { ca: undefined, cert: 'not a certificate', key: 'not a key' });
+    const a = secureContextFor('a.example.com', { ca, cert: undefined, key: undefined });
+    expect(secureContextFor('b.example.com', { ca: [...ca], cert: undefined, key: undefined })).toBe(a);
+    expect(secureContextFor('b.example.com', { ca: ['# another'], cert: undefined, key: undefined })).not.toBe(a);
+    const bad = () => secureContextFor('c.example.com', { ca: undefined, cert: 'not a certificate', key: 'not a key' });
     expect(bad).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('TLS material for c.example.com is not usable') }));
   });
 });

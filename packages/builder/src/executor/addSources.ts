@@ -99,6 +99,7 @@ export interface Download {
 }
 
 const MAX_REDIRECTS = 20; // as fetch and Go's http client
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 /** TLS errors that mean "signed by a CA not in the trust store". */
 const UNKNOWN_CA = new Set(['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT']);
 const IDLE_MS = 120_000;
@@ -132,9 +133,8 @@ async function get(url: URL, tls: (() => Promise<SecureContext | undefined>) | u
       req.once('response', (r) => resolve((response = r)));
       req.once('error', reject);
     });
-    const status = res.statusCode ?? 0;
     const location = res.headers.location;
-    if (status < 300 || status >= 400 || location === undefined || ![301, 302, 303, 307, 308].includes(status)) return res;
+    if (location === undefined || !REDIRECTS.has(res.statusCode ?? 0)) return res;
     res.resume();
     if (hops >= MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
     url = new URL(location, url);

@@ -105,13 +105,10 @@ export async function run(ctx: CommandContext): Promise<number> {
   };
   // NODE_EXTRA_CA_CERTS kept from Node's start: trusted for ADD URLs too (the registry client,
   // with the context maker, is loaded only when one is fetched)
-  let tlsContext: (() => SecureContext) | undefined;
   const httpsContext = hasDeferredCa()
-    ? async () => {
+    ? async (): Promise<SecureContext | undefined> => {
         const files = deferredCaFiles();
-        if (files.length === 0) return undefined;
-        tlsContext ??= (await import('@mybuild/registry-client')).caContext(files);
-        return tlsContext();
+        return files.length === 0 ? undefined : (await import('@mybuild/registry-client')).caContext(files);
       }
     : undefined;
   try {

@@ -7,6 +7,7 @@ import { chainIds } from '../chain.js';
 import { ALGORITHMS, ingestLockName, listIngestIds, readIngestStatus } from '../content/ContentStore.js';
 import { INDEX_LOCK, readIndexFile } from '../image/indexFile.js';
 import { acquireLock, withLock, type LockOptions } from '../lock.js';
+import { isTempOf } from '../paths.js';
 import { sys } from '../native.js';
 import { treeUsage } from './diskUsage.js';
 import { Marker, type Root } from './mark.js';
@@ -142,7 +143,7 @@ export async function prune(store: GcStore, opts: PruneOptions = {}): Promise<Pr
 /** Temp files of index.json writes that died before their rename (safe: we hold the index lock). */
 async function removeIndexTemps(paths: StorePaths): Promise<void> {
   for (const name of await readdir(paths.root)) {
-    if (/^index\.json\.[a-f0-9]+\.tmp$/.test(name)) await rm(join(paths.root, name), { force: true });
+    if (isTempOf(name, /^index\.json$/)) await rm(join(paths.root, name), { force: true });
   }
 }
 
@@ -162,7 +163,7 @@ async function removeBlobTemps(paths: StorePaths): Promise<void> {
       throw err;
     }
     for (const name of names) {
-      if (!/^[a-f0-9]{64,128}\.[a-f0-9]{12}\.tmp$/.test(name)) continue;
+      if (!isTempOf(name, /^[a-f0-9]{64,128}$/)) continue;
       const st = await lstat(join(dir, name)).catch(() => undefined);
       if (st?.isFile() && now - st.mtimeMs > 3600e3) await rm(join(dir, name), { force: true });
     }
