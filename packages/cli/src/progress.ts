@@ -2,6 +2,8 @@
  * Progress for long work: a live line on a terminal, plain lines in CI logs,
  * JSON lines for tools. Everything goes to stderr; stdout is kept for results.
  */
+import { isoTime } from '@mybuild/oci';
+
 export type ProgressMode = 'auto' | 'plain' | 'tty' | 'rawjson' | 'quiet';
 
 export interface ProgressEvent {
@@ -25,7 +27,7 @@ export class Progress {
   done(e: ProgressEvent): void {
     if (this.mode === 'quiet') return;
     if (this.mode === 'rawjson') {
-      this.out.write(`${JSON.stringify({ ...e, time: new Date().toISOString() })}\n`);
+      this.out.write(`${JSON.stringify({ ...e, time: isoTime() })}\n`);
       return;
     }
     this.#clear();
@@ -38,7 +40,7 @@ export class Progress {
       const now = Date.now();
       if (now - this.#lastDraw < 500) return;
       this.#lastDraw = now;
-      this.out.write(`${JSON.stringify({ ...e, time: new Date(now).toISOString() })}\n`);
+      this.out.write(`${JSON.stringify({ ...e, time: isoTime(now) })}\n`);
       return;
     }
     if (this.mode !== 'tty') return;

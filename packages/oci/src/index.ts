@@ -5,3 +5,4 @@ export * from './types.js';
 export * from './reference.js';
 export * from './blob.js';
 export * from './platform.js';
+export * from './time.js';

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, realpathSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { type HistoryEntry, MyBuildError, formatReference, parseNormalizedReference, withDefaultTag } from '@mybuild/oci';
+import { type HistoryEntry, MyBuildError, formatReference, isoTime, parseNormalizedReference, withDefaultTag } from '@mybuild/oci';
 import { chainId, sys } from '@mybuild/layer-store';
 import { loadDockerignore } from '../frontend/dockerignore.js';
 import { parseDockerfile } from '../frontend/instructions.js';
@@ -335,7 +335,7 @@ async function runStage(
         const key = cacheKey(state.key, step.cacheKey, pending.key);
         let rec = x.opts.noCache ? undefined : await cache.get(key);
         if (rec) layer = { diffId: rec.layer.diffId, desc: { mediaType: rec.layer.mediaType, digest: rec.layer.digest, size: rec.layer.size } };
-        else rec = await cache.put(key, [...state.layers, layer], new Date().toISOString(), { os: stage.image.os, architecture: stage.image.architecture });
+        else rec = await cache.put(key, [...state.layers, layer], isoTime(), { os: stage.image.os, architecture: stage.image.architecture });
         vertex.done();
         counts.run++;
         state.layers.push(layer);
@@ -361,7 +361,7 @@ async function runStage(
           await rememberCopy(x, step, state.key, state.layers, layer, reuse);
         }
         else layer = await execWorkdir(x, step, state.layers);
-        rec = await cache.put(key, [...state.layers, layer], new Date().toISOString(), { os: stage.image.os, architecture: stage.image.architecture });
+        rec = await cache.put(key, [...state.layers, layer], isoTime(), { os: stage.image.os, architecture: stage.image.architecture });
         vertex.done();
         counts.run++;
       }

@@ -4,6 +4,7 @@
  * `tty` (a live view: finished steps stay, running ones are redrawn with their last output
  * lines), `rawjson` (one JSON object per event) or `quiet`.
  */
+import { isoTime } from '@mybuild/oci';
 import type { BuildEvent } from './types.js';
 import { nowMs } from '../clock.js';
 
@@ -38,7 +39,7 @@ export function createProgressPrinter(mode: ProgressUiMode, out: NodeJS.Writable
   if (mode === 'rawjson') {
     return {
       onEvent: (e) => {
-        const base = { time: new Date().toISOString() };
+        const base = { time: isoTime() };
         if (e.type === 'log') out.write(`${JSON.stringify({ ...base, type: 'log', vertex: e.id, stream: e.stream, data: e.data.toString('utf8') })}\n`);
         else if (e.type === 'warning') out.write(`${JSON.stringify({ ...base, ...e })}\n`);
         else out.write(`${JSON.stringify({ ...base, ...e, vertex: e.id, id: undefined })}\n`);

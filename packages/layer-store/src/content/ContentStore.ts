@@ -12,6 +12,7 @@ import {
   digestHex,
   errnoCode,
   isDigest,
+  isoTime,
   sha256Of,
 } from '@mybuild/oci';
 import type { BlobInfo, ContentStore, ContentWriter, IngestStatus, StorePaths } from '../api.js';
@@ -533,7 +534,7 @@ export class LocalContentWriter implements ContentWriter {
       // A fresh ingest, or one whose metadata was never completed: start over.
       await rm(dataPath, { force: true });
       await writeFile(refFile, this.ref);
-      await writeFile(join(this.#dir, 'startedat'), new Date().toISOString());
+      await writeFile(join(this.#dir, 'startedat'), isoTime());
     }
     this.#fh = await open(dataPath, 'a+', 0o600);
     const size = (await this.#fh.stat()).size;

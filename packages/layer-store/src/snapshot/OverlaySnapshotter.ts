@@ -10,6 +10,7 @@ import {
   digestHex,
   errnoCode,
   isLayerMediaType,
+  isoTime,
   layerCompression,
 } from '@mybuild/oci';
 import type { ContentStore, Mount, SnapshotInfo, SnapshotKind, Snapshotter, StorePaths } from '../api.js';
@@ -147,7 +148,7 @@ export class OverlaySnapshotter implements Snapshotter {
     const dstId = OverlaySnapshotter.committedId(name);
     if (this.#readInfo(dstId)) throw new MyBuildError('ALREADY_EXISTS', `snapshot ${name} already exists`);
     const src = this.#dir(srcId);
-    const created = new Date().toISOString();
+    const created = isoTime();
     await writeFileAtomic(join(src, 'info.json'), json({ name, kind: 'committed', ...(info.parent ? { parent: info.parent } : {}), created, key }));
     try {
       renameSync(src, this.#dir(dstId));
@@ -233,7 +234,7 @@ export class OverlaySnapshotter implements Snapshotter {
         what,
         ...(this.#opts.maxLayerBytes !== undefined ? { maxBytes: this.#opts.maxLayerBytes } : {}),
       });
-      const info: InfoFile = { name, kind: 'committed', ...(parent ? { parent } : {}), created: new Date().toISOString() };
+      const info: InfoFile = { name, kind: 'committed', ...(parent ? { parent } : {}), created: isoTime() };
       await writeFileAtomic(join(tmp, 'info.json'), json(info));
       try {
         renameSync(tmp, this.#dir(OverlaySnapshotter.committedId(name)));
@@ -258,7 +259,7 @@ export class OverlaySnapshotter implements Snapshotter {
     const mounts = this.#mountsFor(id, kind, lowers); // fail before creating anything
     const { dir: tmp, lock } = await this.#newTemp();
     try {
-      const info: InfoFile = { name: key, kind, ...(parent !== undefined ? { parent } : {}), created: new Date().toISOString() };
+      const info: InfoFile = { name: key, kind, ...(parent !== undefined ? { parent } : {}), created: isoTime() };
       await writeFileAtomic(join(tmp, 'info.json'), json(info));
       renameSync(tmp, this.#dir(id));
     } catch (err) {
