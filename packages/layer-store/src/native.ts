@@ -56,6 +56,12 @@ export interface NativeSys {
   umount(target: string, flags: number): Promise<void>;
   /** syncfs(2) on the thread pool: write back everything dirty on the filesystem holding `path`. */
   syncfs(path: string): Promise<void>;
+  /**
+   * On the thread pool, in one work item: create `tmp` (exclusively, with `mode` exactly), write
+   * `data`, fsync, close, rename to `path`, fsync the directory of `path`. A failure before the
+   * rename removes `tmp`. Rejects with the errno name as `code` and the failed call as `syscall`.
+   */
+  writeFileAtomic(path: string, tmp: string, data: Uint8Array, mode: number): Promise<void>;
 }
 
 /** An opaque native sha256 context. */

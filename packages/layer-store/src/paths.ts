@@ -1,4 +1,4 @@
-import { link, mkdir, writeFile, rename, open, unlink } from 'node:fs/promises';
+import { link, mkdir, writeFile, unlink } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -62,24 +62,11 @@ export function isTempOf(name: string, base: RegExp): boolean {
 /**
  * Write a file atomically: temp file `<path>.<12 hex>.tmp` in the same directory (removed if
  * the write fails), `mode` exactly (not narrowed by the umask), fsync, rename, fsync the
- * directory.
+ * directory — all in one call on the thread pool (the addon's writeFileAtomic): the store
+ * writes several small files per build step, and each of the seven fs.promises calls this
+ * takes otherwise waits its turn on the thread pool and the event loop (~1.2 ms a file here,
+ * ~0.5 ms this way).
  */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
-  const dir = path.slice(0, path.lastIndexOf('/')) || '/';
-  const tmp = tempPath(path);
-  const fh = await open(tmp, 'wx', mode);
-  try {
-    try {
-      await fh.chmod(mode);
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-  } catch (err) {
-    await unlink(tmp).catch(() => {});
-    throw err;
-  }
-  sys().fsyncdir(dir);
+  await sys().writeFileAtomic(path, tempPath(path), typeof data === 'string' ? Buffer.from(data) : data, mode);
 }
