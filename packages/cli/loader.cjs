@@ -46,6 +46,9 @@ function commandName(argv) {
   return 'none';
 }
 
+const MAGIC = 'MBC1';
+const HEADER = 8;
+
 const uid = typeof process.getuid === 'function' ? process.getuid() : -1;
 
 /** The code cache directory in this user's cache directory (src/cachedir.ts: its trust rules); undefined when not safe or not wanted. */
@@ -63,14 +66,20 @@ function cacheDir() {
   }
 }
 
-/** The cache file's bytes, when it is a regular file of this user's that only this user may write. */
+/**
+ * The cache file's content, when it is a regular file of this user's that only this user may
+ * write: V8's data, after our 8-byte header ("MBC1", then how long the run that made it took, in
+ * ms, uint32 LE).
+ */
 function readCache(file) {
   let fd;
   try {
     fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     const st = fs.fstatSync(fd);
     if (!st.isFile() || st.uid !== uid || (st.mode & 0o022) !== 0 || st.size > 64 << 20) return undefined;
-    return fs.readFileSync(fd);
+    const bytes = fs.readFileSync(fd);
+    if (bytes.length <= HEADER || bytes.toString('latin1', 0, 4) !== MAGIC) return undefined;
+    return { data: bytes.subarray(HEADER), madeInMs: bytes.readUInt32LE(4) };
   } catch {
     return undefined;
   } finally {
@@ -92,6 +101,9 @@ function prune(dir) {
   for (const { n } of aged.slice(MAX_FILES)) fs.unlinkSync(path.join(dir, n));
 }
 
+/** A run this long (ms) has compiled most of what its command needs. */
+const LONG_RUN_MS = 500;
+
 let cacheFile;
 let cached;
 const dir = cacheDir();
@@ -104,19 +116,26 @@ if (dir !== undefined) {
   cached = readCache(cacheFile);
 }
 
-const script = new vm.Script(Module.wrap(source), { filename: bundle, ...(cached ? { cachedData: cached } : {}) });
+const script = new vm.Script(Module.wrap(source), { filename: bundle, ...(cached ? { cachedData: cached.data } : {}) });
 if (cacheFile !== undefined) {
   // At exit V8 has compiled what this command needed: keep that for its next run. A cache made
   // by a short run (a fully cached build) lacks what a longer one (a build that runs its steps)
-  // compiles, so after a run of half a second or more a cache a tenth larger replaces it.
+  // compiles: a run of half a second or more, and at least three times as long as the run that
+  // made the cache, makes it again (7 ms for this bundle), and replaces the cache with it when
+  // that was made by a short run, or when it is a tenth larger. Runs of much the same length do
+  // not pay those 7 ms every time.
   const fresh = cached === undefined || script.cachedDataRejected;
   process.once('exit', () => {
-    if (!fresh && process.uptime() < 0.5) return;
+    const ms = Math.round(process.uptime() * 1000);
+    if (!fresh && (ms < LONG_RUN_MS || ms < 3 * cached.madeInMs)) return;
     const tmp = `${cacheFile}.${process.pid}.tmp`;
     try {
       const data = script.createCachedData();
-      if (!fresh && data.length < cached.length * 1.1) return;
-      fs.writeFileSync(tmp, data, { mode: 0o600, flag: 'wx' }); // never through a link planted there
+      if (!fresh && cached.madeInMs >= LONG_RUN_MS && data.length < cached.data.length * 1.1) return;
+      const header = Buffer.alloc(HEADER);
+      header.write(MAGIC, 0, 'latin1');
+      header.writeUInt32LE(Math.min(ms, 0xffffffff), 4);
+      fs.writeFileSync(tmp, Buffer.concat([header, data]), { mode: 0o600, flag: 'wx' }); // never through a link planted there
       fs.renameSync(tmp, cacheFile);
       prune(path.dirname(cacheFile));
     } catch {

@@ -4,6 +4,8 @@
  * write, is never trusted.
  */
 import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -89,6 +91,39 @@ describe('code cache', () => {
     const now = readFileSync(file);
     expect(now.length).toBeGreaterThan(10_000);
     expect(now.subarray(0, 64).equals(Buffer.alloc(64, 0xa5))).toBe(false); // made again from real code
+  });
+
+  it('is made again after a run at least three times as long as the one that made it, not after every long run', async () => {
+    const env = { XDG_CACHE_HOME: join(home, 'cache') };
+    // a "registry" that answers every request with a 404, after `delay` ms: `mybuild pull` fails, quickly or slowly
+    let delay = 0;
+    const server = createServer((_req, res) => {
+      setTimeout(() => {
+        res.writeHead(404, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0' });
+        res.end('{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}');
+      }, delay);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const ref = `127.0.0.1:${(server.address() as AddressInfo).port}/x:1`;
+    const made = () => {
+      const file = join(codeDir(), files().find((f) => f.endsWith('-pull.v8'))!);
+      const bytes = readFileSync(file);
+      return { magic: bytes.toString('latin1', 0, 4), inMs: bytes.readUInt32LE(4), mtimeMs: statSync(file).mtimeMs };
+    };
+    try {
+      expect((await cli(root, ['pull', ref], { env })).code).not.toBe(0);
+      const short = made();
+      expect(short.magic).toBe('MBC1');
+      delay = 1500;
+      expect((await cli(root, ['pull', ref], { env })).code).not.toBe(0);
+      const long = made();
+      expect(long.inMs).toBeGreaterThanOrEqual(1500); // made again, by the long run
+      expect(long.mtimeMs).toBeGreaterThan(short.mtimeMs);
+      expect((await cli(root, ['pull', ref], { env })).code).not.toBe(0);
+      expect(made()).toEqual(long); // a run as long as the one that made it: kept as it is
+    } finally {
+      server.close();
+    }
   });
 
   it('is neither read nor written in a directory others may write, nor with MYBUILD_CODE_CACHE=0', async () => {
