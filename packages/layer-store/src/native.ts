@@ -32,8 +32,9 @@ export interface NativeSys {
   /** On the thread pool: feed `buffers` (1 to 1024) to `h`; resolves to their byte count. One call per context at a time. */
   sha256UpdateAsync(h: NativeSha256, buffers: Buffer[]): Promise<number>;
   /**
-   * On the thread pool: ask the kernel to start reading each file (up to 65536) into the page
-   * cache (POSIX_FADV_WILLNEED), without waiting for the data. Symlinks are not followed; files
+   * On the thread pool: ask the kernel to start reading each file (up to 65536), whole, into the
+   * page cache (POSIX_FADV_WILLNEED, a 2 MB window at a time: one advice reads no more than the
+   * device's readahead window), without waiting for the data. Symlinks are not followed; files
    * that cannot be opened are skipped. Resolves to the number of files advised.
    */
   prefetch(paths: string[]): Promise<number>;

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, fsyncSync, openSync, readFileSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -134,5 +135,22 @@ describe('prefetch', () => {
     expect(await sys().prefetch([])).toBe(0);
     expect(() => sys().prefetch([`${dir}/a\0b`])).toThrow(TypeError);
     expect(() => sys().prefetch('a' as unknown as string[])).toThrow(TypeError);
+  });
+
+  test('reads a whole file into the page cache, beyond the device readahead window one advice covers', async () => {
+    const file = join(dir, 'big');
+    const fd = openSync(file, 'w');
+    const chunk = randomBytes(1 << 20);
+    for (let i = 0; i < 24; i++) writeSync(fd, chunk);
+    fsyncSync(fd);
+    closeSync(fd);
+    // fincore: "RES PAGES SIZE FILE" in bytes; GNU dd's iflag=nocache drops the (clean) file from the cache
+    const resident = () => Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file], { encoding: 'utf8' }).trim());
+    execFileSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none']);
+    expect(resident()).toBeLessThan(1 << 20);
+    expect(await sys().prefetch([file])).toBe(1);
+    const deadline = Date.now() + 10_000;
+    while (resident() < 24 << 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(resident()).toBe(24 << 20);
   });
 });
