@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Digest, MediaType, isNotFound } from '@mybuild/oci';
-import { putJsonBlob, type Store } from '@mybuild/layer-store';
+import { contentBlobSink, putJsonBlob, type Store } from '@mybuild/layer-store';
 import { blobNames, drain, fileDigest, pattern, rejection, sha256, tempStore } from './helpers-store.js';
 
 let store: Store;
@@ -244,6 +244,19 @@ describe('put', () => {
     expect(listed).toEqual([sha256(data)]);
     await store.prune();
     expect((await readdir(blobDir)).sort()).toEqual([`${hex}.0123456789ab.tmp`]);
+  });
+
+  test('the blob sink takes bytes in memory through putBytes, checking size and digest', async () => {
+    const sink = contentBlobSink(store.content);
+    const data = Buffer.from('{"schemaVersion":2}');
+    const desc = { mediaType: MediaType.OciManifest, digest: sha256(data), size: data.length };
+    expect((await rejection(sink.putBytes!({ ...desc, size: data.length + 1 }, data))).code).toBe('INVALID_ARGUMENT');
+    expect((await rejection(sink.putBytes!({ ...desc, digest: sha256(Buffer.from('other')) }, data))).code).toBe('DIGEST_MISMATCH');
+    expect(await sink.has(desc.digest)).toBe(false);
+    await sink.putBytes!(desc, data);
+    expect(await sink.has(desc.digest)).toBe(true);
+    expect(await store.content.readBytes(desc.digest, 1024)).toEqual(data);
+    expect(await readdir(store.paths.ingest)).toEqual([]);
   });
 });
 

@@ -16,4 +16,9 @@ export interface BlobSource {
 export interface BlobSink {
   has(digest: Digest): Promise<boolean>;
   put(desc: Descriptor, data: Readable): Promise<void>;
+  /**
+   * Optional: put bytes already in memory (manifests and indexes, which a pull holds whole),
+   * verified like `put`; a sink without it gets them through `put` as a stream.
+   */
+  putBytes?(desc: Descriptor, data: Uint8Array): Promise<void>;
 }

@@ -659,7 +659,9 @@ export class RegistryClient {
     const failed = [...transfers, ...committed].find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
     for (const m of [...images, ...indexes.reverse()]) {
-      if (!(await sink.has(m.descriptor.digest))) await sink.put(m.descriptor, Readable.from([m.bytes]));
+      if (await sink.has(m.descriptor.digest)) continue;
+      if (sink.putBytes) await sink.putBytes(m.descriptor, m.bytes);
+      else await sink.put(m.descriptor, Readable.from([m.bytes]));
     }
     const first = images[0]!;
     return {

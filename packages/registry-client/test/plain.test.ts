@@ -1,6 +1,6 @@
 /** Push, pull, copy, tags, delete and referrers against a real plain-http docker-registry. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isUnsupported, MediaType, parseReference, sha256Of } from '@mybuild/oci';
+import { type Descriptor, type Digest, isUnsupported, MediaType, parseReference, sha256Of } from '@mybuild/oci';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -179,6 +179,19 @@ describe('multi-arch', () => {
     for (const d of idx.images[1]!.blobs.keys()) expect(sink.blobs.has(d)).toBe(true);
     for (const d of idx.images[0]!.blobs.keys()) expect(sink.blobs.has(d)).toBe(false);
     expect(sink.blobs.has(idx.descriptor.digest)).toBe(true);
+
+    // a sink that takes bytes in memory gets the manifest and the index that way, the rest streamed
+    const byBytes: Digest[] = [];
+    const bytesSink = Object.assign(new MemoryStore(), {
+      async putBytes(this: MemoryStore, desc: Descriptor, data: Uint8Array): Promise<void> {
+        expect(sha256Of(data)).toBe(desc.digest);
+        byBytes.push(desc.digest);
+        this.blobs.set(desc.digest, Buffer.from(data));
+      },
+    });
+    await client.pull(`${reg.host}/multi/app:1`, bytesSink, { platform: 'linux/arm64' });
+    expect(byBytes).toEqual([idx.images[1]!.descriptor.digest, idx.descriptor.digest]);
+    expect(bytesSink.written.sort()).toEqual([...idx.images[1]!.blobs.keys()].sort());
 
     const armv7 = await client.pull(`${reg.host}/multi/app:1`, new MemoryStore(), { platform: { os: 'linux', architecture: 'arm' } });
     expect(armv7.manifestDescriptor.digest).toBe(idx.images[2]!.descriptor.digest);

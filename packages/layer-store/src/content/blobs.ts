@@ -18,12 +18,19 @@ export interface ContentBlobSourceOptions {
   verify?: boolean;
 }
 
-/** A BlobSink writing into the content store: `has` looks the digest up, `put` verifies size and digest. */
+/** A BlobSink writing into the content store: `has` looks the digest up, `put` and `putBytes` verify size and digest. */
 export function contentBlobSink(content: ContentStore): BlobSink {
   return {
     has: (digest: Digest) => content.has(digest),
     async put(desc: Descriptor, data: Readable): Promise<void> {
       await content.put(data, { digest: desc.digest, size: desc.size });
+    },
+    // no ingest for bytes in memory (a write and a rename, not a resumable upload)
+    async putBytes(desc: Descriptor, data: Uint8Array): Promise<void> {
+      if (data.byteLength !== desc.size) {
+        throw new MyBuildError('INVALID_ARGUMENT', `blob has ${data.byteLength} bytes but its descriptor says ${desc.size}`, { where: desc.digest });
+      }
+      await content.putBytes(data, desc.digest);
     },
   };
 }
