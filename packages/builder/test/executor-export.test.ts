@@ -69,6 +69,18 @@ describe.skipIf(!canRun)('registry base images and outputs', () => {
     expect(result.config.rootfs.diff_ids.length).toBe(3);
   });
 
+  it('a build that fails after pulling its base has named the base in the store by the time it fails', async () => {
+    const other = `${reg.host}/library/busybox-failing:1`;
+    await skopeo('copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${base}`, `docker://${other}`);
+    const ctx = join(dir, 'ctx-failing');
+    mkdirSync(ctx);
+    await expect(
+      build({ store, contextDir: ctx, dockerfile: `FROM ${other}\nRUN exit 3\n`, tags: ['failing:1'], registry: client, sandbox: { stateDir: join(dir, 'state') } }),
+    ).rejects.toThrow(/exit code 3|exited with 3|code: 3/);
+    expect((await store.images.resolve(other)).names).toContain(other);
+    await expect(store.images.resolve('failing:1')).rejects.toThrow();
+  });
+
   it('writes an OCI layout skopeo reads, gzip layers, same config', async () => {
     const dest = join(dir, 'oci');
     await exportImage({ store, manifest: result.manifest, tags: result.tags }, parseOutput(`type=oci,dest=${dest}`));

@@ -49,11 +49,18 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const snapshots = new Snapshots(store, stateDir);
   const cache = new BuildCache(store.paths, store.content);
   opts.signal?.throwIfAborted();
+  // Pulled base images are named in the store (tagged, as `mybuild pull` would) while the build
+  // goes on; the build waits for that before it names its own image, and never ends before it.
+  const namings: Promise<void>[] = [];
+  let namingError: { err: unknown } | undefined;
+  const naming = (done: Promise<void>): void => {
+    namings.push(done.catch((err: unknown) => void (namingError ??= { err })));
+  };
 
-  return store.withImportLease(async () => {
+  return store.withImportLease(afterAll(namings, async () => {
     const def = reporter.vertex(`[internal] load build definition from ${basename(opts.dockerfilePath ?? fileName)}`);
     def.status(`transferring dockerfile: ${Buffer.byteLength(opts.dockerfile)}B done`);
-    const { plan, bases } = await planWithImages(opts, fileName, reporter, def);
+    const { plan, bases } = await planWithImages(opts, fileName, reporter, def, naming);
 
     for (const w of plan.warnings) reporter.warning(w.message, w.where);
 
@@ -139,6 +146,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     }
     await Promise.allSettled(results.values());
     if (firstError !== undefined) throw firstError;
+    await Promise.all(namings);
+    if (namingError) throw namingError.err;
     await statCache?.save();
     const final = await stageResult(plan.target);
     const target = byIndex.get(plan.target)!;
@@ -170,11 +179,32 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       stepsRun: counts.run,
       stepsCached: counts.cached,
     };
-  });
+  }));
+}
+
+/** `fn`, then (whatever its outcome) wait for every promise in `pending`, including ones added meanwhile. */
+function afterAll<T>(pending: Promise<unknown>[], fn: () => Promise<T>): () => Promise<T> {
+  return async () => {
+    try {
+      return await fn();
+    } finally {
+      for (let n = 0; n < pending.length; ) {
+        const batch = pending.slice(n);
+        n = pending.length;
+        await Promise.allSettled(batch);
+      }
+    }
+  };
 }
 
 /** Plan, fetch the images the plan names, plan again with their configs (ENV, WORKDIR, ONBUILD...). */
-async function planWithImages(opts: BuildOptions, fileName: string, reporter: Reporter, def: Vertex): Promise<{ plan: BuildPlan; bases: Map<string, BaseImage> }> {
+async function planWithImages(
+  opts: BuildOptions,
+  fileName: string,
+  reporter: Reporter,
+  def: Vertex,
+  naming: (done: Promise<void>) => void,
+): Promise<{ plan: BuildPlan; bases: Map<string, BaseImage> }> {
   const bases = new Map<string, BaseImage>();
   const planOpts = {
     fileName,
@@ -200,7 +230,7 @@ async function planWithImages(opts: BuildOptions, fileName: string, reporter: Re
       missing.map(async (img) => {
         const v = reporter.vertex(`[internal] load metadata for ${displayRef(img.ref)}`);
         try {
-          bases.set(imageKey(img.ref, img.platform), await resolveImage(opts.store, img.ref, img.platform, { pull: opts.pull ?? false, registry: opts.registry, onStatus: (t) => v.status(t) }));
+          bases.set(imageKey(img.ref, img.platform), await resolveImage(opts.store, img.ref, img.platform, { pull: opts.pull ?? false, registry: opts.registry, onStatus: (t) => v.status(t), naming }));
           v.done();
         } catch (err) {
           v.fail(errText(err));

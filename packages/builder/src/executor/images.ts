@@ -24,6 +24,11 @@ export interface ResolveImageOptions {
   registry: RegistryClient | (() => Promise<RegistryClient>) | undefined;
   /** Status lines while pulling. */
   onStatus?: (text: string) => void;
+  /**
+   * A pulled image is named in the store (its tag written to index.json) while the build goes
+   * on: the promise of that goes here, and the caller waits for it before it ends.
+   */
+  naming?: (done: Promise<void>) => void;
 }
 
 /** Find (or pull) `ref` for `platform`. */
@@ -39,7 +44,7 @@ export async function resolveImage(store: Store, ref: string, platform: Platform
       });
     }
     const client = typeof opts.registry === 'function' ? await opts.registry() : opts.registry;
-    img = await pullImage(store, client, ref, platform, opts.onStatus);
+    img = await pullImage(store, client, ref, platform, opts.onStatus, opts.naming);
     pulled = true;
   }
   const diffIds = img.config.rootfs?.diff_ids ?? [];
@@ -65,7 +70,14 @@ async function fromStore(store: Store, ref: string, platform: string): Promise<R
   }
 }
 
-async function pullImage(store: Store, client: RegistryClient, ref: string, platform: PlatformSpec, onStatus?: (text: string) => void): Promise<ResolvedImage> {
+async function pullImage(
+  store: Store,
+  client: RegistryClient,
+  ref: string,
+  platform: PlatformSpec,
+  onStatus?: (text: string) => void,
+  naming?: (done: Promise<void>) => void,
+): Promise<ResolvedImage> {
   const parsed = parseNormalizedReference(ref);
   const sink = contentBlobSink(store.content);
   let layers = 0;
@@ -77,8 +89,8 @@ async function pullImage(store: Store, client: RegistryClient, ref: string, plat
   });
   const entry = result.index?.manifests.find((d) => d.digest === result.manifestDescriptor.digest);
   const chosen: Descriptor = { ...result.manifestDescriptor, ...(entry?.platform ? { platform: entry.platform } : {}) };
-  if (parsed.digest !== undefined) await store.images.add(chosen);
-  else await store.images.tag(`${familiarName(parsed)}:${parsed.tag ?? 'latest'}`, chosen);
-  const img = await store.images.resolve(chosen.digest, { platform: formatPlatform(platform) });
-  return img;
+  const named = parsed.digest !== undefined ? store.images.add(chosen) : store.images.tag(`${familiarName(parsed)}:${parsed.tag ?? 'latest'}`, chosen);
+  if (naming) naming(named);
+  else await named;
+  return store.images.load(chosen, { platform: formatPlatform(platform) });
 }

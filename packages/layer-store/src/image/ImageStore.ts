@@ -131,6 +131,17 @@ export class LocalImageStore implements ImageStore {
   }
 
   /**
+   * The image a manifest or index in the content store describes (an index: its manifest for
+   * the platform), whether index.json names it yet or not; `names` lists the names it has now.
+   * For a caller that has just stored the image and names it meanwhile.
+   */
+  async load(target: Descriptor, opts: ResolveOptions = {}): Promise<ResolvedImage> {
+    const platform = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
+    const desc = this.#checkTarget(target, target.digest);
+    return this.#load(await readIndexFile(this.paths), desc, platform);
+  }
+
+  /**
    * Resolve, in docker's order: a full digest or 64-hex ID (manifest/index digest in
    * index.json, else image ID = config digest); a tag (normalised: `app` = `app:latest` =
    * `docker.io/library/app:latest`); a `name@digest`; a short ID prefix (≥ 4 hex digits).
