@@ -1,10 +1,11 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { type Descriptor, type ImageIndex, MediaType, REF_NAME_ANNOTATION, digestHex, hostPlatform, isNotFound, parsePlatform, sha256Of } from '@mybuild/oci';
-import { openStore, putJsonBlob, type Store } from '@mybuild/layer-store';
+import { INDEX_LOCK, acquireLock, openStore, putJsonBlob, type Store } from '@mybuild/layer-store';
 import { makeImage, makeIndex, pattern, rawTag, rejection, tempStore } from './helpers-store.js';
 
 const execFileP = promisify(execFile);
@@ -103,6 +104,32 @@ describe('tags in index.json', () => {
     const img = await makeImage(store, { layers: [] });
     await Promise.all(Array.from({ length: 24 }, (_, i) => store.images.tag(`app:${i}`, img.manifest)));
     expect((await refNames()).sort()).toEqual(Array.from({ length: 24 }, (_, i) => `app:${i}`).sort());
+  });
+
+  test('a tag already in place (a cached rebuild) neither writes nor waits for the index lock; a change does', async () => {
+    const img = await makeImage(store, { layers: [] });
+    const other = await makeImage(store, { layers: [], label: 'other' });
+    await store.images.tag('app:1', img.manifest);
+    await store.images.add(img.manifest);
+    const file = join(root, 'index.json');
+    const written = (await stat(file)).mtimeMs;
+    const held = await acquireLock(store.paths.locks, INDEX_LOCK);
+    let moved = false;
+    let pending: Promise<void> | undefined;
+    try {
+      await store.images.tag('docker.io/library/app:1', img.manifest); // the same tag, spelt otherwise
+      await store.images.add(img.manifest); // tagged already
+      pending = store.images.tag('app:1', other.manifest).then(() => void (moved = true));
+      await sleep(150);
+      expect(moved).toBe(false); // a real change waits for the lock
+    } finally {
+      await held.release();
+    }
+    await pending;
+    expect((await stat(file)).mtimeMs).toBeGreaterThan(written);
+    expect((await store.images.resolve('app:1')).manifestDescriptor.digest).toBe(other.manifest.digest);
+    expect(await store.images.tag('app:1', img.manifest)).toBeUndefined(); // and back, under the lock
+    expect((await store.images.resolve('app:1')).manifestDescriptor.digest).toBe(img.manifest.digest);
   });
 });
 

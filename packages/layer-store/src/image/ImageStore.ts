@@ -84,7 +84,7 @@ export class LocalImageStore implements ImageStore {
       }
       if (!placed) out.push(entry);
       index.manifests = out;
-    });
+    }, { idempotent: true });
   }
 
   async untag(name: string): Promise<Descriptor> {
@@ -115,7 +115,7 @@ export class LocalImageStore implements ImageStore {
         ...(artifactType ? { artifactType } : {}),
         ...(Object.keys(rest).length ? { annotations: rest } : {}),
       });
-    });
+    }, { idempotent: true });
   }
 
   /** Remove every index.json entry (tagged or not) for the target's digest; returns how many. */
