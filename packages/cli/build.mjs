@@ -20,6 +20,10 @@ const result = await build({
   target: 'node20',
   external: ['zstd-napi'],
   sourcemap: 'linked',
+  // Whitespace and syntax only, names kept (stack traces, the source map): a third less to read
+  // and to give V8 at every start (745 -> 519 KB; a cached build 77 -> 72 ms here).
+  minifyWhitespace: true,
+  minifySyntax: true,
   // import.meta.url (the addon's and zstd-napi's location) is the bundle's own URL
   define: { 'import.meta.url': '__mybuildUrl' },
   // 'use strict' first: esbuild puts its own after the banner, where it is no directive
