@@ -135,6 +135,12 @@ export interface Snapshotter {
   prepare(key: string, parent?: string): Promise<Mount[]>;
   /** Read-only view. */
   view(key: string, parent?: string): Promise<Mount[]>;
+  /**
+   * The mounts of a read-only view of committed `parent`, without a snapshot of its own to
+   * create and remove: for a caller that keeps `parent` from being pruned meanwhile (a build
+   * holds the store's import lease, which prune waits for).
+   */
+  viewMounts?(parent: string): Mount[];
   mounts(key: string): Promise<Mount[]>;
   /** Commit active `key` as `name`. */
   commit(name: string, key: string): Promise<void>;

@@ -186,6 +186,17 @@ describe('OverlaySnapshotter', () => {
       expect(() => writeFileSync(join(target, 'nope'), 'x')).toThrow(/EROFS/);
     });
     await expect(sn.commit('x', 'v2')).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+    // the same views without snapshots of their own (a build under the import lease)
+    const listed = (await sn.list()).map((i) => i.name).sort();
+    expect(sn.viewMounts(first)).toEqual(v1);
+    expect(sn.viewMounts(top)).toEqual(v2);
+    await withMount(sn.viewMounts(top), target, () => {
+      expect(readFileSync(join(target, 'etc/added'), 'utf8')).toBe('layer 2');
+      expect(() => writeFileSync(join(target, 'nope'), 'x')).toThrow(/EROFS/);
+    });
+    expect((await sn.list()).map((i) => i.name).sort()).toEqual(listed);
+    expect(() => sn.viewMounts('sha256:' + '0'.repeat(64))).toThrow(/not found/);
+    expect(() => sn.viewMounts('scratch')).toThrow(/not committed/);
   });
 
   it('shares layers between images: each chain ID is extracted once, also when unpacked concurrently', async () => {

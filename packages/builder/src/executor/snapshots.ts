@@ -155,7 +155,31 @@ export class Snapshots {
       mkdirSync(dir, { recursive: true, mode: 0o755 });
       return { root: dir, release: async () => rmdirSync(dir) };
     }
+    // The build holds the store's import lease: no prune can remove the chain while it is
+    // mounted, so the view needs no snapshot (lock, directory, info.json) of its own.
+    if (this.sn.viewMounts) return this.#mountPlain(this.sn.viewMounts(top));
     return this.#mountSnapshot('view', top, 'view');
+  }
+
+  async #mountPlain(mounts: Mount[]): Promise<Mounted> {
+    if (mounts.length === 1 && mounts[0]!.type === 'bind' && mounts[0]!.target === undefined) {
+      return { root: mounts[0]!.source, release: async () => {} };
+    }
+    const dir = join(this.#mountDir, randomBytes(8).toString('hex'));
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    try {
+      await mountAll(mounts, dir);
+    } catch (err) {
+      rmdirSync(dir);
+      throw err;
+    }
+    return {
+      root: dir,
+      release: async () => {
+        await unmount(dir);
+        rmdirSync(dir);
+      },
+    };
   }
 
   /** A writable copy-on-write view of `layers` (`RUN --mount=type=bind,rw`): writes go to a throw-away snapshot. */

@@ -272,6 +272,12 @@ export class OverlaySnapshotter implements Snapshotter {
     return mounts;
   }
 
+  viewMounts(parent: string): Mount[] {
+    const lowers = this.#chain(parent);
+    if (lowers.length === 0) throw new MyBuildError('INTERNAL', `snapshot ${parent} has no layers to view`);
+    return this.#mountsFor(OverlaySnapshotter.activeId(parent), 'view', lowers);
+  }
+
   #mountsFor(id: string, kind: SnapshotKind, lowers: string[]): Mount[] {
     const dir = this.#dir(id);
     const lowerDirs = lowers.map((l) => join(this.#dir(l), 'fs'));
