@@ -121,20 +121,21 @@ if (cacheFile !== undefined) {
   // At exit V8 has compiled what this command needed: keep that for its next run. A cache made
   // by a short run (a fully cached build) lacks what a longer one (a build that runs its steps)
   // compiles: a run of half a second or more, and at least three times as long as the run that
-  // made the cache, makes it again (7 ms for this bundle), and replaces the cache with it when
-  // that was made by a short run, or when it is a tenth larger. Runs of much the same length do
-  // not pay those 7 ms every time.
+  // made the cache (or 2 s), makes it again (7 ms for this bundle), and replaces the cache with
+  // it when that was made by a short run, or when it is a tenth larger. Runs of much the same
+  // length do not pay those 7 ms every time. A failed run's cache counts as a short run's: its
+  // length says little about what it compiled (a registry that did not answer for 30 s).
   const fresh = cached === undefined || script.cachedDataRejected;
-  process.once('exit', () => {
+  process.once('exit', (code) => {
     const ms = Math.round(process.uptime() * 1000);
-    if (!fresh && (ms < LONG_RUN_MS || ms < 3 * cached.madeInMs)) return;
+    if (!fresh && (ms < LONG_RUN_MS || ms < Math.min(3 * cached.madeInMs, 2000))) return;
     const tmp = `${cacheFile}.${process.pid}.tmp`;
     try {
       const data = script.createCachedData();
       if (!fresh && cached.madeInMs >= LONG_RUN_MS && data.length < cached.data.length * 1.1) return;
       const header = Buffer.alloc(HEADER);
       header.write(MAGIC, 0, 'latin1');
-      header.writeUInt32LE(Math.min(ms, 0xffffffff), 4);
+      header.writeUInt32LE(code === 0 ? Math.min(ms, 0xffffffff) : 0, 4);
       fs.writeFileSync(tmp, Buffer.concat([header, data]), { mode: 0o600, flag: 'wx' }); // never through a link planted there
       fs.renameSync(tmp, cacheFile);
       prune(path.dirname(cacheFile));

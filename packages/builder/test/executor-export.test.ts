@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Digest, MediaType } from '@mybuild/oci';
-import { OverlaySnapshotter, openStore, type Store } from '@mybuild/layer-store';
+import { INDEX_LOCK, OverlaySnapshotter, acquireLock, openStore, type Store } from '@mybuild/layer-store';
 import { RegistryClient } from '@mybuild/registry-client';
 import { type BuildResult, build, exportImage, parseOutput } from '@mybuild/builder';
 import { writeBusyboxImage } from '@mybuild/fixtures/images.mjs';
@@ -69,14 +69,26 @@ describe.skipIf(!canRun)('registry base images and outputs', () => {
     expect(result.config.rootfs.diff_ids.length).toBe(3);
   });
 
-  it('a build that fails after pulling its base has named the base in the store by the time it fails', async () => {
+  it('a build that fails after pulling its base names the base in the store before it fails', async () => {
     const other = `${reg.host}/library/busybox-failing:1`;
     await skopeo('copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${base}`, `docker://${other}`);
     const ctx = join(dir, 'ctx-failing');
     mkdirSync(ctx);
-    await expect(
-      build({ store, contextDir: ctx, dockerfile: `FROM ${other}\nRUN exit 3\n`, tags: ['failing:1'], registry: client, sandbox: { stateDir: join(dir, 'state') } }),
-    ).rejects.toThrow(/exit code 3|exited with 3|code: 3/);
+    // the index lock held elsewhere: the base cannot be named until it is released
+    const held = await acquireLock(store.paths.locks, INDEX_LOCK);
+    let settled = false;
+    const failing = build({ store, contextDir: ctx, dockerfile: `FROM ${other}\nRUN exit 3\n`, tags: ['failing:1'], registry: client, sandbox: { stateDir: join(dir, 'state') } });
+    failing.then(
+      () => void (settled = true),
+      () => void (settled = true),
+    );
+    try {
+      await new Promise((r) => setTimeout(r, 2000)); // the RUN has failed by now; the build waits for the naming
+      expect(settled).toBe(false);
+    } finally {
+      await held.release();
+    }
+    await expect(failing).rejects.toThrow(/exit code 3|exited with 3|code: 3/);
     expect((await store.images.resolve(other)).names).toContain(other);
     await expect(store.images.resolve('failing:1')).rejects.toThrow();
   });

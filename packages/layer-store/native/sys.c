@@ -572,16 +572,17 @@ typedef struct {
   uint32_t done;
 } prefetch_t;
 
-#define PREFETCH_WINDOW ((off_t)2 << 20)
+#define PREFETCH_WINDOW ((off_t)128 << 10)
 
 static void prefetch_execute(napi_env env, void *data) {
   prefetch_t *p = data;
   for (uint32_t i = 0; i < p->count; i++) {
     int fd = open(p->paths[i], O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) continue;
-    // One advice reads at most the device's readahead window (8 MB here): the rest of a larger
-    // file (the tail of an 8.3 MB runc, its .data) would be read by page faults later. Advise
-    // each window in turn.
+    // One advice reads no more than the larger of the device's readahead window and its largest
+    // request (read_ahead_kb, max_sectors_kb: often 128 KB and 1280 KB; 8 MB here): the rest of
+    // a larger file (the tail of an 8.3 MB runc, its .data) would be read by page faults later.
+    // Advise windows no device limits, in turn.
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
       for (off_t off = 0; off < st.st_size; off += PREFETCH_WINDOW) posix_fadvise(fd, off, PREFETCH_WINDOW, POSIX_FADV_WILLNEED);
@@ -1021,10 +1022,25 @@ static napi_value js_write_file_atomic(napi_env env, napi_callback_info info) {
   a->len = len;
   a->mode = (mode_t)mode;
   napi_value promise, name;
-  napi_create_promise(env, &a->deferred, &promise);
+  if (napi_create_promise(env, &a->deferred, &promise) != napi_ok) {
+    free(a->data);
+    free(a);
+    return NULL; // the exception N-API set
+  }
   napi_create_string_utf8(env, "mybuild.writeFileAtomic", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, atomic_write_execute, atomic_write_complete, a, &a->work);
-  napi_queue_async_work(env, a->work);
+  if (napi_create_async_work(env, NULL, name, atomic_write_execute, atomic_write_complete, a, &a->work) != napi_ok) {
+    free(a->data);
+    free(a);
+    napi_throw_error(env, NULL, "cannot queue the write");
+    return NULL;
+  }
+  if (napi_queue_async_work(env, a->work) != napi_ok) {
+    napi_delete_async_work(env, a->work);
+    free(a->data);
+    free(a);
+    napi_throw_error(env, NULL, "cannot queue the write");
+    return NULL;
+  }
   return promise;
 }
 

@@ -33,8 +33,8 @@ export interface NativeSys {
   sha256UpdateAsync(h: NativeSha256, buffers: Buffer[]): Promise<number>;
   /**
    * On the thread pool: ask the kernel to start reading each file (up to 65536), whole, into the
-   * page cache (POSIX_FADV_WILLNEED, a 2 MB window at a time: one advice reads no more than the
-   * device's readahead window), without waiting for the data. Symlinks are not followed; files
+   * page cache (POSIX_FADV_WILLNEED, 128 KB at a time: one advice reads no more than the
+   * device's readahead window or largest request), without waiting for the data. Symlinks are not followed; files
    * that cannot be opened are skipped. Resolves to the number of files advised.
    */
   prefetch(paths: string[]): Promise<number>;

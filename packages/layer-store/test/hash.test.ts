@@ -137,7 +137,7 @@ describe('prefetch', () => {
     expect(() => sys().prefetch('a' as unknown as string[])).toThrow(TypeError);
   });
 
-  test('reads a whole file into the page cache, beyond the device readahead window one advice covers', async () => {
+  test('reads a whole file into the page cache, beyond the device readahead window one advice covers', async (ctx) => {
     const file = join(dir, 'big');
     const fd = openSync(file, 'w');
     const chunk = randomBytes(1 << 20);
@@ -147,7 +147,7 @@ describe('prefetch', () => {
     // fincore: "RES PAGES SIZE FILE" in bytes; GNU dd's iflag=nocache drops the (clean) file from the cache
     const resident = () => Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file], { encoding: 'utf8' }).trim());
     execFileSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none']);
-    expect(resident()).toBeLessThan(1 << 20);
+    if (resident() >= 1 << 20) ctx.skip(); // a file system whose pages cannot be dropped (tmpfs): nothing to see
     expect(await sys().prefetch([file])).toBe(1);
     const deadline = Date.now() + 10_000;
     while (resident() < 24 << 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));

@@ -56,11 +56,26 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const naming = (done: Promise<void>): void => {
     namings.push(done.catch((err: unknown) => void (namingError ??= { err })));
   };
+  const named = async (): Promise<void> => {
+    await Promise.all(namings);
+    if (namingError) throw namingError.err;
+  };
 
-  return store.withImportLease(afterAll(namings, async () => {
+  // the build's own error is the one to report; a failed naming of a base image is said too
+  const sayNaming = <T>(fn: () => Promise<T>) => async (): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      await Promise.all(namings);
+      if (namingError && namingError.err !== err) reporter.warning(`a pulled base image was not named in the store: ${errText(namingError.err)}`);
+      throw err;
+    }
+  };
+
+  return store.withImportLease(afterAll(namings, sayNaming(async () => {
     const def = reporter.vertex(`[internal] load build definition from ${basename(opts.dockerfilePath ?? fileName)}`);
     def.status(`transferring dockerfile: ${Buffer.byteLength(opts.dockerfile)}B done`);
-    const { plan, bases } = await planWithImages(opts, fileName, reporter, def, naming);
+    const { plan, bases } = await planWithImages(opts, fileName, reporter, def, naming, named);
 
     for (const w of plan.warnings) reporter.warning(w.message, w.where);
 
@@ -146,8 +161,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     }
     await Promise.allSettled(results.values());
     if (firstError !== undefined) throw firstError;
-    await Promise.all(namings);
-    if (namingError) throw namingError.err;
+    await named();
     await statCache?.save();
     const final = await stageResult(plan.target);
     const target = byIndex.get(plan.target)!;
@@ -179,7 +193,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       stepsRun: counts.run,
       stepsCached: counts.cached,
     };
-  }));
+  })));
 }
 
 /** `fn`, then (whatever its outcome) wait for every promise in `pending`, including ones added meanwhile. */
@@ -204,6 +218,7 @@ async function planWithImages(
   reporter: Reporter,
   def: Vertex,
   naming: (done: Promise<void>) => void,
+  named: () => Promise<void>,
 ): Promise<{ plan: BuildPlan; bases: Map<string, BaseImage> }> {
   const bases = new Map<string, BaseImage>();
   const planOpts = {
@@ -226,6 +241,8 @@ async function planWithImages(
     const missing = plan.images.filter((i) => !bases.has(imageKey(i.ref, i.platform)));
     if (missing.length === 0) return { plan, bases };
     if (round >= MAX_RESOLVE_ROUNDS) throw new MyBuildError('INTERNAL', 'images keep appearing while planning (ONBUILD loop?)');
+    // a later round may name an image an earlier one pulled (another spelling of it): in the store by then
+    if (round > 0) await named();
     await Promise.all(
       missing.map(async (img) => {
         const v = reporter.vertex(`[internal] load metadata for ${displayRef(img.ref)}`);

@@ -62,7 +62,8 @@ export class LocalImageStore implements ImageStore {
     const normal = normalizeTagName(name);
     const desc = this.#checkTarget(target, normal);
     await mutateIndex(this.paths, async (index) => {
-      // Checked under the lock: prune holds it while it sweeps, so the blob cannot vanish between check and tag.
+      // Checked under the lock (and, first, on an unlocked read that changes nothing when the tag is
+      // already there): prune holds the lock while it sweeps, so the blob cannot vanish between check and tag.
       await this.#checkPresent(desc, normal);
       const entry: Descriptor = {
         mediaType: desc.mediaType,

@@ -13,6 +13,7 @@ import {
 } from '@mybuild/oci';
 import type { StorePaths } from '../api.js';
 import { withLock } from '../lock.js';
+import { sys } from '../native.js';
 import { writeFileAtomic } from '../paths.js';
 import { parseImageIndex } from './parse.js';
 
@@ -52,12 +53,17 @@ export async function mutateIndex<T>(paths: StorePaths, fn: (index: ImageIndex) 
     // A change that may already be made (re-tagging an image under the name it has, as every
     // cached rebuild does) is tried first on the index as it is, without the lock: when it
     // changes nothing, nothing is written or locked. Readers see whole files (rename), so this
-    // is the no-op that the locked path would have made at the moment of the read.
+    // is the no-op that the locked path would have made at the moment of the read. Another
+    // writer may have renamed that file in but not yet fsynced the directory: it is fsynced
+    // here (nothing to write back, most times), so that what this found stays after a crash.
     const index = await readIndexFile(paths);
     const before = JSON.stringify(index);
     index.mediaType ??= MediaType.OciIndex;
     const result = await fn(index);
-    if (JSON.stringify(index) === before) return result;
+    if (JSON.stringify(index) === before) {
+      sys().fsyncdir(paths.root);
+      return result;
+    }
   }
   return withLock(paths.locks, INDEX_LOCK, async () => {
     const index = await readIndexFile(paths);
