@@ -130,6 +130,17 @@ describe('code cache', () => {
     }
   });
 
+  it('a command that hashes nothing loads neither node:crypto nor node:zlib nor node:https', async () => {
+    const hook = join(home, 'modules.cjs');
+    const out = join(home, 'modules.txt');
+    writeFileSync(hook, `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(out)}, process.moduleLoadList.join('\\n')));\n`);
+    const r = await cli(root, ['images'], { env: { NODE_OPTIONS: `--require ${hook}` } });
+    expect(r.code).toBe(0);
+    const loaded = readFileSync(out, 'utf8').split('\n');
+    expect(loaded).toContain('NativeModule fs'); // the hook ran
+    expect(loaded.filter((m) => /^NativeModule (crypto|zlib|https|tls)$/.test(m))).toEqual([]);
+  });
+
   it('is neither read nor written in a directory others may write, nor with MYBUILD_CODE_CACHE=0', async () => {
     mkdirSync(join(home, 'cache', 'mybuild', 'code'), { recursive: true });
     chmodSync(join(home, 'cache', 'mybuild'), 0o777);

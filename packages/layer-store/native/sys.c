@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
@@ -1044,6 +1045,25 @@ static napi_value js_write_file_atomic(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+// randomBytes(size) -> Buffer of `size` (1 to 256) bytes from getrandom(2), the kernel's
+// cryptographic source (what node:crypto's randomBytes draws on, without loading node:crypto).
+static napi_value js_random_bytes(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  uint32_t size = 0;
+  if (napi_get_value_uint32(env, argv[0], &size) != napi_ok || size == 0 || size > 256) TYPE_ERROR("size must be 1 to 256");
+  void *data;
+  napi_value out;
+  if (napi_create_buffer(env, size, &data, &out) != napi_ok) return NULL;
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = getrandom((char *)data + got, size - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return throw_errno(env, errno, "getrandom", NULL);
+    got += (size_t)n;
+  }
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -1068,6 +1088,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"syncfs", NULL, js_syncfs, NULL, NULL, NULL, napi_enumerable, NULL},
     {"sha256UpdateAsync", NULL, js_sha256_update_async, NULL, NULL, NULL, napi_enumerable, NULL},
     {"writeFileAtomic", NULL, js_write_file_atomic, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"randomBytes", NULL, js_random_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -1,6 +1,8 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import type { BinaryToTextEncoding } from 'node:crypto';
+import { type Hasher, useCryptoProviders } from '@mybuild/oci';
 
 /** System calls Node lacks, from the package's own small N-API addon (native/sys.c). */
 export interface NativeSys {
@@ -63,6 +65,8 @@ export interface NativeSys {
    * rename removes `tmp`. Rejects with the errno name as `code` and the failed call as `syscall`.
    */
   writeFileAtomic(path: string, tmp: string, data: Uint8Array, mode: number): Promise<void>;
+  /** `size` (1 to 256) bytes from getrandom(2). */
+  randomBytes(size: number): Buffer;
 }
 
 /** An opaque native sha256 context. */
@@ -96,3 +100,40 @@ export function nativeSha256(): { native: NativeSys; h: NativeSha256 } | undefin
   const h = native.sha256Create();
   return h ? { native, h } : undefined;
 }
+
+/** A sha256 hash with node:crypto's update/digest, on the addon's context (OpenSSL's SHA256_*). */
+class NativeSha256Hash implements Hasher {
+  readonly #native: NativeSys;
+  readonly #h: NativeSha256;
+
+  constructor(native: NativeSys, h: NativeSha256) {
+    this.#native = native;
+    this.#h = h;
+  }
+
+  update(data: string | Uint8Array, inputEncoding?: BufferEncoding): this {
+    const buf = typeof data === 'string' ? Buffer.from(data, inputEncoding) : Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    this.#native.sha256Update(this.#h, buf);
+    return this;
+  }
+
+  digest(): Buffer;
+  digest(encoding: BinaryToTextEncoding): string;
+  digest(encoding?: BinaryToTextEncoding): Buffer | string {
+    const hex = this.#native.sha256Digest(this.#h);
+    if (encoding === 'hex') return hex;
+    const bytes = Buffer.from(hex, 'hex');
+    return encoding === undefined ? bytes : bytes.toString(encoding);
+  }
+}
+
+// sha256 and random bytes for every package (@mybuild/oci's createHash and randomBytes) from the
+// addon, which a store command loads anyway: node:crypto, 3-5 ms to load, is then never needed
+// by a fully cached build. When the addon or OpenSSL's symbols are missing, node:crypto serves.
+useCryptoProviders({
+  sha256: () => {
+    const n = nativeSha256();
+    return n ? new NativeSha256Hash(n.native, n.h) : undefined;
+  },
+  randomBytes: (size) => (size >= 1 && size <= 256 ? sys().randomBytes(size) : undefined),
+});

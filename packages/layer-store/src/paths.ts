@@ -2,7 +2,7 @@ import { link, mkdir, writeFile, unlink } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from '@mybuild/oci';
 import type { StorePaths } from './api.js';
 import { sys } from './native.js';
 

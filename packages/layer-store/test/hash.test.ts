@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { type Store, sys } from '@mybuild/layer-store';
+import { createHash as ociCreateHash, randomBytes as ociRandomBytes, sha256Of } from '@mybuild/oci';
 import { sha256, tempStore } from './helpers-store.js';
 
 const hex = (data: Buffer) => createHash('sha256').update(data).digest('hex');
@@ -152,5 +153,43 @@ describe('prefetch', () => {
     const deadline = Date.now() + 10_000;
     while (resident() < 24 << 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(resident()).toBe(24 << 20);
+  });
+});
+
+describe('sha256 and random bytes for every package, from the addon', () => {
+  test('createHash("sha256") hashes on the addon exactly as node:crypto does, for strings, buffers and views', () => {
+    // importing the store registers the addon with @mybuild/oci
+    const h = ociCreateHash('sha256');
+    expect(h.constructor.name).toBe('NativeSha256Hash');
+    const big = randomBytes(5 << 20);
+    const backing = Buffer.concat([Buffer.from('xx'), big, Buffer.from('yy')]);
+    const view = new Uint8Array(backing.buffer, backing.byteOffset + 2, big.length);
+    const inputs: [string | Uint8Array, BufferEncoding?][] = [['héllo'], ['68656c6c6f', 'hex'], [big], [view], [new Uint8Array(0)], ['']];
+    for (const [data, enc] of inputs) {
+      const want = createHash('sha256').update(typeof data === 'string' ? Buffer.from(data, enc) : data);
+      const got = ociCreateHash('sha256').update(data, enc);
+      expect(got.digest('hex')).toBe(want.copy().digest('hex'));
+    }
+    const both = ociCreateHash('sha256').update('a').update(Buffer.from('b'));
+    expect(both.digest('base64')).toBe(createHash('sha256').update('ab').digest('base64'));
+    expect(ociCreateHash('sha256').update('ab').digest()).toEqual(createHash('sha256').update('ab').digest());
+    const done = ociCreateHash('sha256');
+    done.digest('hex');
+    expect(() => done.update('more')).toThrow(/finished/);
+    expect(sha256Of('abc')).toBe('sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+  });
+
+  test('randomBytes comes from getrandom(2): the size asked, never the same twice', () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 64; i++) {
+      const b = ociRandomBytes(12);
+      expect(b.length).toBe(12);
+      seen.add(b.toString('hex'));
+    }
+    expect(seen.size).toBe(64);
+    expect(sys().randomBytes(256).length).toBe(256);
+    expect(() => sys().randomBytes(0)).toThrow(TypeError);
+    expect(() => sys().randomBytes(257)).toThrow(TypeError);
+    expect(ociRandomBytes(1000).length).toBe(1000); // more than the addon gives at once: node:crypto's
   });
 });

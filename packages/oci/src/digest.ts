@@ -1,4 +1,4 @@
-import { createHash, type Hash } from 'node:crypto';
+import { createHash, type Hasher } from './crypto.js';
 import { Transform, type TransformCallback } from 'node:stream';
 import { MyBuildError } from './errors.js';
 
@@ -38,7 +38,7 @@ export function sha256Of(data: Uint8Array | string): Digest {
   return `sha256:${createHash('sha256').update(data).digest('hex')}` as Digest;
 }
 
-export function newHasher(algorithm: 'sha256' | 'sha512' = 'sha256'): { hash: Hash; digest(): Digest } {
+export function newHasher(algorithm: 'sha256' | 'sha512' = 'sha256'): { hash: Hasher; digest(): Digest } {
   const hash = createHash(algorithm);
   return { hash, digest: () => `${algorithm}:${hash.digest('hex')}` as Digest };
 }
@@ -60,7 +60,7 @@ export interface VerifyOptions {
  * the size or digest differ. `digest` and `size` are readable after 'finish'.
  */
 export class VerifyingStream extends Transform {
-  readonly #hash: Hash;
+  readonly #hash: Hasher;
   readonly #algorithm: 'sha256' | 'sha512';
   readonly #opts: VerifyOptions;
   bytes = 0;

@@ -6,3 +6,4 @@ export * from './reference.js';
 export * from './blob.js';
 export * from './platform.js';
 export * from './time.js';
+export * from './crypto.js';

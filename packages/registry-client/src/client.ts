@@ -3,7 +3,6 @@
  * composite operations `pull` (remote image → BlobSink), `push` (BlobSource → registry) and
  * `copy` (registry → registry, streaming, mounting within one registry).
  */
-import { createHash } from 'node:crypto';
 import { delimiter } from 'node:path';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
@@ -13,6 +12,7 @@ import {
   apiHost,
   type BlobSink,
   type BlobSource,
+  createHash,
   type Descriptor,
   type Digest,
   digestAlgorithm,

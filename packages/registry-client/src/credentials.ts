@@ -5,11 +5,10 @@
  * Also the writer behind `login`/`logout`: same file, mode 0600, written atomically.
  */
 import { createRequire } from 'node:module';
-import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { apiHost, DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, errnoCode, MyBuildError } from '@mybuild/oci';
+import { apiHost, DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, errnoCode, MyBuildError, randomBytes } from '@mybuild/oci';
 
 export interface Credentials {
   username?: string;

@@ -4,7 +4,6 @@
  * `Last-Modified` time, `--checksum` verified, a gzip Content-Encoding decoded as Go's client
  * decodes it for BuildKit).
  */
-import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, createWriteStream, mkdtempSync, openSync, readSync, rmSync, utimesSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import type { IncomingMessage } from 'node:http';
@@ -12,7 +11,7 @@ import { createRequire } from 'node:module';
 import { PassThrough, Transform } from 'node:stream';
 import type { SecureContext } from 'node:tls';
 import { pipeline } from 'node:stream/promises';
-import { type Digest, errnoCode, MyBuildError, sniffCompression } from '@mybuild/oci';
+import { createHash, type Digest, errnoCode, MyBuildError, randomBytes, sniffCompression } from '@mybuild/oci';
 import { applyLayer, zlib, zstdNapi } from '@mybuild/layer-store';
 
 const SNIFF = 64 * 1024;

@@ -4,10 +4,9 @@
  * step — each step's result looked up in the build cache first — then store the image and
  * name it. The planner knows the Dockerfile; this file only runs the plan.
  */
-import { createHash } from 'node:crypto';
 import { existsSync, realpathSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { type HistoryEntry, MyBuildError, formatReference, isoTime, parseNormalizedReference, withDefaultTag } from '@mybuild/oci';
+import { createHash, formatReference, type HistoryEntry, isoTime, MyBuildError, parseNormalizedReference, withDefaultTag } from '@mybuild/oci';
 import { chainId, sys } from '@mybuild/layer-store';
 import { loadDockerignore } from '../frontend/dockerignore.js';
 import { parseDockerfile } from '../frontend/instructions.js';

@@ -13,10 +13,9 @@
  * manifest (in the content store) listing every layer of the state it ends — the record's GC
  * root: `prune` keeps those blobs and, through that manifest's config, their snapshots.
  */
-import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Descriptor, type Digest, MediaType, errnoCode, isDigest } from '@mybuild/oci';
+import { createHash, type Descriptor, type Digest, errnoCode, isDigest, MediaType } from '@mybuild/oci';
 import { type ContentStore, type StorePaths, putJsonBlob, writeFileAtomic } from '@mybuild/layer-store';
 import { mkdir } from 'node:fs/promises';
 import type { LayerRef } from './types.js';

@@ -12,21 +12,21 @@
  */
 import { copyFileSync, createWriteStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import {
   type Compression,
   type Descriptor,
   type Digest,
+  formatReference,
   type ImageConfig,
-  MediaType,
-  MyBuildError,
-  REF_NAME_ANNOTATION,
   layerCompression,
   layerMediaTypeFor,
+  MediaType,
+  MyBuildError,
   parseNormalizedReference,
+  randomBytes,
+  REF_NAME_ANNOTATION,
   withDefaultTag,
-  formatReference,
 } from '@mybuild/oci';
 import { type ResolvedImage, type Store, contentBlobSource, layerCompressor, saveArchiveFile, unpackImage } from '@mybuild/layer-store';
 import type { RegistryClient } from '@mybuild/registry-client';

@@ -6,9 +6,8 @@
  * `/`), and nothing below is followed, so no write can land outside it.
  */
 import { closeSync, constants, fchmodSync, fchownSync, linkSync, lchownSync, lstatSync, mkdirSync, openSync, readSync, readlinkSync, symlinkSync, unlinkSync, chmodSync, writeSync, type Stats } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
-import { MyBuildError, errnoCode } from '@mybuild/oci';
+import { createHash, errnoCode, MyBuildError } from '@mybuild/oci';
 import { isLayerXattr, sys } from '@mybuild/layer-store';
 import type { IgnoreMatcher } from '../frontend/dockerignore.js';
 import { goClean } from '../frontend/gopath.js';

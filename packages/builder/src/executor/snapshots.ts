@@ -7,10 +7,9 @@
  * later build removes the ones whose lock nobody holds (a build killed midway), so they do not
  * stay in the store (prune keeps active snapshots).
  */
-import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Descriptor, type Digest, MyBuildError, layerMediaTypeFor } from '@mybuild/oci';
+import { type Descriptor, type Digest, layerMediaTypeFor, MyBuildError, randomBytes } from '@mybuild/oci';
 import { type Lock, type Mount, type Snapshotter, type Store, acquireLock, chainId, hashLayer, writeLayer } from '@mybuild/layer-store';
 import { mountAll, unmount } from '../sandbox/mount.js';
 import type { LayerRef } from './types.js';

@@ -5,8 +5,7 @@
  * and remembered, so hashing a source for the cache key and copying it walk the disk once.
  */
 import { closeSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, realpathSync, type Stats } from 'node:fs';
-import { createHash } from 'node:crypto';
-import { MyBuildError, errnoCode } from '@mybuild/oci';
+import { createHash, errnoCode, MyBuildError } from '@mybuild/oci';
 import { sys } from '@mybuild/layer-store';
 import type { IgnoreMatcher } from '../frontend/dockerignore.js';
 import { rootPath } from '../sandbox/rootPath.js';

@@ -2,10 +2,9 @@
  * The filesystem steps of a stage — RUN, COPY/ADD, WORKDIR — each making one layer on top of
  * its parent's chain (see Snapshots.layer).
  */
-import { randomBytes } from 'node:crypto';
 import { chmodSync, lchownSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MyBuildError, errnoCode } from '@mybuild/oci';
+import { errnoCode, MyBuildError, randomBytes } from '@mybuild/oci';
 import { acquireLock, type Lock, type Store } from '@mybuild/layer-store';
 import { IgnoreMatcher } from '../frontend/dockerignore.js';
 import { goClean } from '../frontend/gopath.js';

@@ -2,8 +2,7 @@
  * The planner's working state: what each stage looks like while its instructions are
  * dispatched (BuildKit's dispatchState), and helpers shared by the dispatch functions.
  */
-import { createHash } from 'node:crypto';
-import { parseReference, type ContainerConfig, type HealthConfig, type ImageConfig } from '@mybuild/oci';
+import { type ContainerConfig, createHash, type HealthConfig, type ImageConfig, parseReference } from '@mybuild/oci';
 import { dfError, didYouMean } from './errors.js';
 import { goQuote } from './gofmt.js';
 import type { ArgDefinition, Instruction, StageDefinition } from './instructions.js';

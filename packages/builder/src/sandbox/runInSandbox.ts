@@ -1,9 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join, posix } from 'node:path';
 import type { Writable } from 'node:stream';
-import { MyBuildError, errnoCode } from '@mybuild/oci';
+import { errnoCode, MyBuildError, randomBytes } from '@mybuild/oci';
 import type { Mount } from '@mybuild/layer-store';
 import { MountStubs } from './mountStubs.js';
 import { isMountPoint, mountAll, unmount } from './mount.js';

@@ -2,25 +2,25 @@ import { open } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createHash } from 'node:crypto';
 import {
   type Compression,
+  createHash,
   type Descriptor,
   type Digest,
+  errnoCode,
+  familiarReference,
   type ImageConfig,
   type ImageIndex,
   type ImageManifest,
+  isIndexMediaType,
+  layerMediaTypeFor,
   MediaType,
   MyBuildError,
-  errnoCode,
-  REF_NAME_ANNOTATION,
-  isIndexMediaType,
   parseDigest,
   parseReference,
-  familiarReference,
-  withDefaultTag,
+  REF_NAME_ANNOTATION,
   sniffCompression,
-  layerMediaTypeFor,
+  withDefaultTag,
 } from '@mybuild/oci';
 import type { BlobInfo, ContentStore } from '../api.js';
 import type { Store } from '../store.js';

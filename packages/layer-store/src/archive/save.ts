@@ -1,6 +1,5 @@
 import { createWriteStream } from 'node:fs';
 import { rename, unlink } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type * as tar from 'tar-stream';
@@ -8,17 +7,18 @@ import { tarStream } from '../lazy.js';
 import {
   type Descriptor,
   type Digest,
-  type ImageIndex,
-  type ImageManifest,
-  MediaType,
-  MyBuildError,
-  REF_NAME_ANNOTATION,
   digestHex,
   formatReference,
+  type ImageIndex,
+  type ImageManifest,
   isIndexMediaType,
   isManifestMediaType,
   layerCompression,
+  MediaType,
+  MyBuildError,
   parseReference,
+  randomBytes,
+  REF_NAME_ANNOTATION,
   withDefaultTag,
 } from '@mybuild/oci';
 import type { ContentStore, ResolvedImage } from '../api.js';

@@ -1,19 +1,19 @@
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, open, opendir, readFile, rename, rm, stat, unlink, writeFile, lstat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
+  createHash,
   type Digest,
-  MyBuildError,
-  VerifyingStream,
   digestAlgorithm,
   digestHex,
   errnoCode,
   isDigest,
   isoTime,
+  MyBuildError,
   sha256Of,
+  VerifyingStream,
 } from '@mybuild/oci';
 import type { BlobInfo, ContentStore, ContentWriter, IngestStatus, StorePaths } from '../api.js';
 import { layerTar } from '../diff/layerTar.js';

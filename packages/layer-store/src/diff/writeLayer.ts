@@ -1,8 +1,7 @@
-import { createHash, randomUUID } from 'node:crypto';
 import { type Transform, type TransformOptions, type Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import type { ZlibOptions } from 'node:zlib';
-import { type Compression, type Digest, MyBuildError, layerMediaTypeFor } from '@mybuild/oci';
+import { type Compression, createHash, type Digest, layerMediaTypeFor, MyBuildError, randomUUID } from '@mybuild/oci';
 import type { ContentStore, ContentWriter } from '../api.js';
 import { type LayerTarOptions, type TarStats, TAR_CHUNK, layerTar } from './layerTar.js';
 import { zlib, zstdNapi } from '../lazy.js';

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import {
   chmodSync,
   closeSync,
@@ -20,7 +19,7 @@ import {
 } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Header } from 'tar-stream';
-import { type Compression, type Digest, MyBuildError, digestAlgorithm, errnoCode } from '@mybuild/oci';
+import { type Compression, createHash, type Digest, digestAlgorithm, errnoCode, MyBuildError } from '@mybuild/oci';
 import { sys } from '../native.js';
 import { openPlain } from './decompress.js';
 import {

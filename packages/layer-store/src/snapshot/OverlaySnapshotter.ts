@@ -1,17 +1,18 @@
-import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream';
 import {
+  createHash,
   type Descriptor,
   type Digest,
-  MyBuildError,
-  VerifyingStream,
   digestHex,
   errnoCode,
   isLayerMediaType,
   isoTime,
   layerCompression,
+  MyBuildError,
+  randomBytes,
+  VerifyingStream,
 } from '@mybuild/oci';
 import type { ContentStore, Mount, SnapshotInfo, SnapshotKind, Snapshotter, StorePaths } from '../api.js';
 import { applyLayer } from '../extract/applyLayer.js';
