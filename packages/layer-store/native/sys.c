@@ -243,16 +243,36 @@ static napi_value js_funlock(napi_env env, napi_callback_info info) {
 }
 
 // syncfs-free directory fsync helper: fsyncdir(path)
+// fsync the directory `path`: 0, or an errno with the call that failed in *syscall
+static int fsync_dir(const char *path, const char **syscall) {
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    *syscall = "open";
+    return errno;
+  }
+  int e = fsync(fd) == 0 ? 0 : errno;
+  close(fd);
+  *syscall = "fsync";
+  return e;
+}
+
 static napi_value js_fsyncdir(napi_env env, napi_callback_info info) {
   ARGS(1);
   PATH_ARG(0, path);
-  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return throw_errno(env, errno, "open", path);
-  int r = fsync(fd);
-  int e = errno;
-  close(fd);
-  if (r != 0) return throw_errno(env, e, "fsync", path);
-  return NULL;
+  const char *syscall;
+  int e = fsync_dir(path, &syscall);
+  return e ? throw_errno(env, e, syscall, path) : NULL;
+}
+
+// Settle a Promise<void>: resolved, or rejected with the errno error for `syscall` on `path`.
+static void settle_void(napi_env env, napi_deferred deferred, int err, const char *syscall, const char *path) {
+  if (err == 0) {
+    napi_value u;
+    napi_get_undefined(env, &u);
+    napi_resolve_deferred(env, deferred, u);
+  } else {
+    napi_reject_deferred(env, deferred, errno_error(env, err, syscall, path));
+  }
 }
 
 static int get_timespecs(napi_env env, napi_value *argv, struct timespec ts[2]) {
@@ -816,13 +836,7 @@ static void mount_execute(napi_env env, void *data) {
 
 static void mount_complete(napi_env env, napi_status status, void *data) {
   mount_op_t *m = data;
-  if (m->err == 0) {
-    napi_value u;
-    napi_get_undefined(env, &u);
-    napi_resolve_deferred(env, m->deferred, u);
-  } else {
-    napi_reject_deferred(env, m->deferred, errno_error(env, m->err, OP_SYSCALL[m->kind], m->target));
-  }
+  settle_void(env, m->deferred, m->err, OP_SYSCALL[m->kind], m->target);
   napi_delete_async_work(env, m->work);
   free(m);
 }
@@ -957,24 +971,13 @@ static void atomic_write_execute(napi_env env, void *data) {
     unlink(a->tmp);
     return;
   }
-  int dfd = open(a->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) {
-    a->err = errno, a->syscall = "open", a->where = a->dir;
-    return;
-  }
-  if (fsync(dfd) != 0) a->err = errno, a->syscall = "fsync", a->where = a->dir;
-  close(dfd);
+  a->err = fsync_dir(a->dir, &a->syscall);
+  if (a->err) a->where = a->dir;
 }
 
 static void atomic_write_complete(napi_env env, napi_status status, void *data) {
   atomic_write_t *a = data;
-  if (a->err == 0) {
-    napi_value u;
-    napi_get_undefined(env, &u);
-    napi_resolve_deferred(env, a->deferred, u);
-  } else {
-    napi_reject_deferred(env, a->deferred, errno_error(env, a->err, a->syscall, a->where));
-  }
+  settle_void(env, a->deferred, a->err, a->syscall, a->where);
   napi_delete_async_work(env, a->work);
   free(a->data);
   free(a);

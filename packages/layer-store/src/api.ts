@@ -140,7 +140,7 @@ export interface Snapshotter {
    * create and remove: for a caller that keeps `parent` from being pruned meanwhile (a build
    * holds the store's import lease, which prune waits for).
    */
-  viewMounts?(parent: string): Mount[];
+  viewMounts(parent: string): Mount[];
   mounts(key: string): Promise<Mount[]>;
   /** Commit active `key` as `name`. */
   commit(name: string, key: string): Promise<void>;

@@ -55,23 +55,34 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const naming = (done: Promise<void>): void => {
     namings.push(done.catch((err: unknown) => void (namingError ??= { err })));
   };
+  /** Every naming started so far has ended, including ones started while waiting (a pull still running). */
+  const settled = async (): Promise<void> => {
+    for (let n = 0; n < namings.length; ) {
+      const batch = namings.slice(n);
+      n = namings.length;
+      await Promise.all(batch); // each one's error is caught into namingError
+    }
+  };
   const named = async (): Promise<void> => {
-    await Promise.all(namings);
+    await settled();
     if (namingError) throw namingError.err;
   };
-
-  // the build's own error is the one to report; a failed naming of a base image is said too
-  const sayNaming = <T>(fn: () => Promise<T>) => async (): Promise<T> => {
+  // The build never ends before its namings; its own error is the one to report, and a failed
+  // naming of a base image is said beside it.
+  const withNamings = <T>(fn: () => Promise<T>) => async (): Promise<T> => {
+    let failed: { err: unknown } | undefined;
     try {
       return await fn();
     } catch (err) {
-      await Promise.all(namings);
-      if (namingError && namingError.err !== err) reporter.warning(`a pulled base image was not named in the store: ${errText(namingError.err)}`);
+      failed = { err };
       throw err;
+    } finally {
+      await settled();
+      if (failed && namingError && namingError.err !== failed.err) reporter.warning(`a pulled base image was not named in the store: ${errText(namingError.err)}`);
     }
   };
 
-  return store.withImportLease(afterAll(namings, sayNaming(async () => {
+  return store.withImportLease(withNamings(async () => {
     const def = reporter.vertex(`[internal] load build definition from ${basename(opts.dockerfilePath ?? fileName)}`);
     def.status(`transferring dockerfile: ${Buffer.byteLength(opts.dockerfile)}B done`);
     const { plan, bases } = await planWithImages(opts, fileName, reporter, def, naming, named);
@@ -192,22 +203,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       stepsRun: counts.run,
       stepsCached: counts.cached,
     };
-  })));
-}
-
-/** `fn`, then (whatever its outcome) wait for every promise in `pending`, including ones added meanwhile. */
-function afterAll<T>(pending: Promise<unknown>[], fn: () => Promise<T>): () => Promise<T> {
-  return async () => {
-    try {
-      return await fn();
-    } finally {
-      for (let n = 0; n < pending.length; ) {
-        const batch = pending.slice(n);
-        n = pending.length;
-        await Promise.allSettled(batch);
-      }
-    }
-  };
+  }));
 }
 
 /** Plan, fetch the images the plan names, plan again with their configs (ENV, WORKDIR, ONBUILD...). */

@@ -3,9 +3,10 @@
  * layer (its upper dir, tarred and hashed in one pass into the content store) and committed
  * under the new chain ID — the upper dir becomes the committed snapshot, no second copy.
  *
- * Every active snapshot and view a build makes carries a lock for as long as it is in use; a
- * later build removes the ones whose lock nobody holds (a build killed midway), so they do not
- * stay in the store (prune keeps active snapshots).
+ * Every active snapshot a build makes (a step's, a writable bind's) carries a lock for as long
+ * as it is in use; a later build removes the ones whose lock nobody holds (a build killed
+ * midway), so they do not stay in the store (prune keeps active snapshots). Read-only views are
+ * plain mounts of committed layers, with no snapshot of their own.
  */
 import { mkdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,7 +27,7 @@ export class Snapshots {
     this.#mountDir = join(stateDir, 'mounts');
   }
 
-  /** Remove the active snapshots and views killed builds left (their locks are free). */
+  /** Remove the active snapshots (and views, which older builds made) killed builds left (their locks are free). */
   async cleanupStale(): Promise<number> {
     let removed = 0;
     for (const s of await this.sn.list()) {
@@ -50,7 +51,7 @@ export class Snapshots {
 
   #cleaned: Promise<number> | undefined;
 
-  /** A fresh key for an active snapshot or view, locked until `release`. The first one also cleans up after killed builds. */
+  /** A fresh key for an active snapshot, locked until `release`. The first one also cleans up after killed builds. */
   async #newKey(prefix: string): Promise<{ key: string; lock: Lock }> {
     await (this.#cleaned ??= this.cleanupStale());
     const key = `${prefix}-${randomBytes(12).toString('hex')}`;
@@ -124,22 +125,11 @@ export class Snapshots {
 
   /** Mount `mounts` on a fresh directory for the duration of `fn`; a single bind is used in place. */
   async withMounted<T>(mounts: Mount[], fn: (root: string) => Promise<T>): Promise<T> {
-    if (mounts.length === 1 && mounts[0]!.type === 'bind' && mounts[0]!.target === undefined) return fn(mounts[0]!.source);
-    const dir = join(this.#mountDir, randomBytes(8).toString('hex'));
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const m = await this.#mountAt(mounts, async () => {});
     try {
-      await mountAll(mounts, dir);
-      try {
-        return await fn(dir);
-      } finally {
-        await unmount(dir);
-      }
+      return await fn(m.root);
     } finally {
-      try {
-        rmdirSync(dir);
-      } catch {
-        // still mounted (lazy unmount): leave the empty directory
-      }
+      await m.release();
     }
   }
 
@@ -156,35 +146,24 @@ export class Snapshots {
     }
     // The build holds the store's import lease: no prune can remove the chain while it is
     // mounted, so the view needs no snapshot (lock, directory, info.json) of its own.
-    if (this.sn.viewMounts) return this.#mountPlain(this.sn.viewMounts(top));
-    return this.#mountSnapshot('view', top, 'view');
-  }
-
-  async #mountPlain(mounts: Mount[]): Promise<Mounted> {
-    if (mounts.length === 1 && mounts[0]!.type === 'bind' && mounts[0]!.target === undefined) {
-      return { root: mounts[0]!.source, release: async () => {} };
-    }
-    const dir = join(this.#mountDir, randomBytes(8).toString('hex'));
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    try {
-      await mountAll(mounts, dir);
-    } catch (err) {
-      rmdirSync(dir);
-      throw err;
-    }
-    return {
-      root: dir,
-      release: async () => {
-        await unmount(dir);
-        rmdirSync(dir);
-      },
-    };
+    return this.#mountAt(this.sn.viewMounts(top), async () => {});
   }
 
   /** A writable copy-on-write view of `layers` (`RUN --mount=type=bind,rw`): writes go to a throw-away snapshot. */
   async mountScratch(layers: LayerRef[]): Promise<Mounted> {
     const top = await this.ensure(layers);
-    return this.#mountSnapshot('scratch', top, 'active');
+    const { key, lock } = await this.#newKey('scratch');
+    let mounts: Mount[];
+    try {
+      mounts = await this.sn.prepare(key, top);
+    } catch (err) {
+      await lock.release({ removeFile: true });
+      throw err;
+    }
+    return this.#mountAt(mounts, async () => {
+      await this.sn.remove(key).catch(() => {});
+      await lock.release({ removeFile: true });
+    });
   }
 
   async withView<T>(layers: LayerRef[], fn: (root: string) => Promise<T>): Promise<T> {
@@ -196,29 +175,18 @@ export class Snapshots {
     }
   }
 
-  async #mountSnapshot(prefix: string, parent: string | undefined, kind: 'view' | 'active'): Promise<Mounted> {
-    const { key, lock } = await this.#newKey(prefix);
-    let mounts: Mount[];
-    try {
-      mounts = kind === 'view' ? await this.sn.view(key, parent) : await this.sn.prepare(key, parent);
-    } catch (err) {
-      await lock.release({ removeFile: true });
-      throw err;
-    }
-    const removeSnapshot = async () => {
-      await this.sn.remove(key).catch(() => {});
-      await lock.release({ removeFile: true });
-    };
+  /** `mounts` mounted on a fresh directory (a single bind used in place) until `release`, which then calls `cleanup`; so does a failed mount. */
+  async #mountAt(mounts: Mount[], cleanup: () => Promise<void>): Promise<Mounted> {
     if (mounts.length === 1 && mounts[0]!.type === 'bind' && mounts[0]!.target === undefined) {
-      return { root: mounts[0]!.source, release: removeSnapshot };
+      return { root: mounts[0]!.source, release: cleanup };
     }
     const dir = join(this.#mountDir, randomBytes(8).toString('hex'));
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     try {
       await mountAll(mounts, dir);
     } catch (err) {
-      rmdirSync(dir);
-      await removeSnapshot();
+      removeMountDir(dir);
+      await cleanup();
       throw err;
     }
     return {
@@ -226,17 +194,25 @@ export class Snapshots {
       release: async () => {
         try {
           await unmount(dir);
-          rmdirSync(dir);
+          removeMountDir(dir);
         } finally {
-          await removeSnapshot();
+          await cleanup();
         }
       },
     };
   }
 }
 
+function removeMountDir(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {
+    // still mounted (lazy unmount): leave the empty directory
+  }
+}
+
 /** Keys of the snapshots builds make for a while (steps, views, throw-away binds). */
-const TEMP_KEY = /^(build|view|scratch)-[0-9a-f]{24}$/;
+const TEMP_KEY = /^(build|view|scratch)-[0-9a-f]{24}$/; // view-: left by builds before views had no snapshot
 
 function lockName(key: string): string {
   return `build-snapshot-${key}`;

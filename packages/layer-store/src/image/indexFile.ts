@@ -49,6 +49,14 @@ export async function readIndexFile(paths: StorePaths): Promise<ImageIndex> {
  * below); it is then called twice, once on an unlocked read.
  */
 export async function mutateIndex<T>(paths: StorePaths, fn: (index: ImageIndex) => T | Promise<T>, opts: { idempotent?: boolean } = {}): Promise<T> {
+  const apply = async (): Promise<{ result: T; after: string | undefined }> => {
+    const index = await readIndexFile(paths);
+    const before = JSON.stringify(index);
+    index.mediaType ??= MediaType.OciIndex;
+    const result = await fn(index);
+    const after = JSON.stringify(index);
+    return { result, after: after === before ? undefined : after };
+  };
   if (opts.idempotent) {
     // A change that may already be made (re-tagging an image under the name it has, as every
     // cached rebuild does) is tried first on the index as it is, without the lock: when it
@@ -56,23 +64,16 @@ export async function mutateIndex<T>(paths: StorePaths, fn: (index: ImageIndex) 
     // is the no-op that the locked path would have made at the moment of the read. Another
     // writer may have renamed that file in but not yet fsynced the directory: it is fsynced
     // here (nothing to write back, most times), so that what this found stays after a crash.
-    const index = await readIndexFile(paths);
-    const before = JSON.stringify(index);
-    index.mediaType ??= MediaType.OciIndex;
-    const result = await fn(index);
-    if (JSON.stringify(index) === before) {
+    const { result, after } = await apply();
+    if (after === undefined) {
       sys().fsyncdir(paths.root);
       return result;
     }
   }
   return withLock(paths.locks, INDEX_LOCK, async () => {
-    const index = await readIndexFile(paths);
-    const before = JSON.stringify(index);
-    index.mediaType ??= MediaType.OciIndex;
-    const result = await fn(index);
-    const after = JSON.stringify(index);
+    const { result, after } = await apply();
     // Re-tagging an image under the name it already has (a cached rebuild) writes nothing.
-    if (after !== before) await writeFileAtomic(indexPath(paths), after);
+    if (after !== undefined) await writeFileAtomic(indexPath(paths), after);
     return result;
   });
 }
